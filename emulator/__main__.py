@@ -1,0 +1,7 @@
+"""``python -m emulator up …``"""
+
+import sys
+
+from emulator.main import main
+
+sys.exit(main())

@@ -1,0 +1,86 @@
+"""The control API, served on the ARM endpoint under ``/_emulator`` (a contract other issues rely on).
+
+- ``POST /_emulator/faults`` a fault rule (see ``emulator.control``); ``GET`` lists; ``DELETE`` clears.
+- ``POST /_emulator/runs/{runName}/outcome`` ``{"fail": "<message>"}`` or ``{"hang": true}``: that run
+  (when it next executes) ends that way.
+- ``GET /_emulator/runs``: every run with its state and the moment (epoch) it became terminal.
+- ``GET /_emulator/requests`` the request log ``[{service, method, path, status, at}]``; ``DELETE`` clears.
+- ``POST /_emulator/speed`` ``{"min_seconds", "bytes_per_second", "trigger_interval"}``: change pacing.
+- ``GET /_emulator/health``.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from emulator.control import FaultRuleError
+from emulator.world import World
+
+
+def control_routes(world: World) -> list[Route]:
+    """Starlette routes of the control API over ``world``."""
+    controller = world.controller
+
+    async def faults(request: Request) -> Response:
+        if request.method == "DELETE":
+            controller.clear_rules()
+            return Response(status_code=204)
+        if request.method == "GET":
+            return JSONResponse([r.to_json() for r in controller.rules])
+        try:
+            body = await request.json()
+            rules = body if isinstance(body, list) else [body]
+            added = [controller.add_rule(dict(r)).to_json() for r in rules]
+        except (ValueError, TypeError, FaultRuleError) as e:
+            return JSONResponse({"error": str(e)}, 400)
+        return JSONResponse(added if isinstance(body, list) else added[0], 201)
+
+    async def outcome(request: Request) -> Response:
+        body = await request.json()
+        if not isinstance(body, dict) or not (isinstance(body.get("fail"), str) or body.get("hang") is True):
+            return JSONResponse({"error": 'expected {"fail": "<message>"} or {"hang": true}'}, 400)
+        world.outcomes[request.path_params["name"].lower()] = body
+        return JSONResponse(body, 201)
+
+    async def runs(request: Request) -> Response:
+        out = []
+        for rec in world.runs.values():
+            res = rec["resource"]
+            out.append(
+                {
+                    "id": res["id"],
+                    "name": res["name"],
+                    "registry": rec["registry"],
+                    "provisioningState": res["properties"]["provisioningState"],
+                    "status": res["properties"]["response"].get("status"),
+                    "finished_at": rec.get("finished_at"),
+                }
+            )
+        return JSONResponse(out)
+
+    async def requests(request: Request) -> Response:
+        if request.method == "DELETE":
+            controller.log.clear()
+            return Response(status_code=204)
+        return JSONResponse(controller.log)
+
+    async def speed(request: Request) -> Response:
+        body = await request.json()
+        for key in ("min_seconds", "bytes_per_second", "trigger_interval"):
+            if key in body:
+                setattr(world.speed, key, float(body[key]))
+        return JSONResponse(vars(world.speed))
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    return [
+        Route("/_emulator/faults", faults, methods=["GET", "POST", "DELETE"]),
+        Route("/_emulator/runs/{name}/outcome", outcome, methods=["POST"]),
+        Route("/_emulator/runs", runs, methods=["GET"]),
+        Route("/_emulator/requests", requests, methods=["GET", "DELETE"]),
+        Route("/_emulator/speed", speed, methods=["POST"]),
+        Route("/_emulator/health", health, methods=["GET"]),
+    ]

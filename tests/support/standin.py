@@ -1,0 +1,126 @@
+"""Start and drive the local Azure stand-in from tests (a real process, reached only over the network)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import ssl
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """The ``export K=V`` lines of the stand-in's env file as a dict."""
+    env: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        if line.startswith("export "):
+            key, _, value = line[len("export ") :].partition("=")
+            env[key] = shlex.split(value)[0] if value else ""
+    return env
+
+
+@dataclass
+class StandIn:
+    """A running stand-in: its process, state directory, env and topology, and its control API."""
+
+    state_dir: Path
+    process: subprocess.Popen[str]
+    env: dict[str, str] = field(default_factory=dict)
+    topology: dict[str, Any] = field(default_factory=dict)
+    startup_seconds: float = 0.0
+
+    @property
+    def ca(self) -> str:
+        return self.env["REQUESTS_CA_BUNDLE"]
+
+    @property
+    def control(self) -> str:
+        return self.env["ACR_TRANSFER_EMULATOR_CONTROL"]
+
+    def http(self) -> httpx.Client:
+        return httpx.Client(verify=ssl.create_default_context(cafile=self.ca), timeout=30)
+
+    def add_fault(self, **rule: Any) -> dict[str, Any]:
+        with self.http() as c:
+            r = c.post(f"{self.control}/faults", json=rule)
+            r.raise_for_status()
+            return dict(r.json())
+
+    def clear_faults(self) -> None:
+        with self.http() as c:
+            c.delete(f"{self.control}/faults").raise_for_status()
+
+    def set_outcome(self, run_name: str, **outcome: Any) -> None:
+        with self.http() as c:
+            c.post(f"{self.control}/runs/{run_name}/outcome", json=outcome).raise_for_status()
+
+    def requests(self, service: str | None = None) -> list[dict[str, Any]]:
+        with self.http() as c:
+            log = c.get(f"{self.control}/requests").json()
+        return [r for r in log if service is None or r["service"] == service]
+
+    def clear_requests(self) -> None:
+        with self.http() as c:
+            c.delete(f"{self.control}/requests").raise_for_status()
+
+    def storage_key(self, account: str) -> str:
+        return str(json.loads((self.state_dir / "storage-keys.json").read_text())[account])
+
+    def stop(self, timeout: float = 10) -> int:
+        """SIGTERM and wait; returns the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=timeout)
+
+
+def start_standin(state_dir: Path, *extra: str, timeout: float = 60) -> StandIn:
+    """Start ``python -m emulator up`` and wait for its ready line.
+
+    Raises:
+        RuntimeError: it exited or did not get ready in time (with its output).
+    """
+    cmd = [sys.executable, "-m", "emulator", "up", "--state-dir", str(state_dir), *extra]
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+    assert proc.stdout is not None
+    lines = []
+    deadline = started + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if line.startswith("emulator ready: "):
+            env_path = Path(line.split(": ", 1)[1].strip())
+            stand_in = StandIn(state_dir, proc, startup_seconds=time.monotonic() - started)
+            stand_in.env = read_env_file(env_path)
+            stand_in.topology = json.loads((state_dir / "topology.json").read_text())
+            _drain(proc)
+            return stand_in
+    proc.kill()
+    raise RuntimeError("stand-in did not start:\n" + "".join(lines) + (proc.stdout.read() or ""))
+
+
+def _drain(proc: subprocess.Popen[str]) -> None:
+    """Keep reading the stand-in's output so it never blocks on a full pipe."""
+    import threading
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if os.environ.get("STANDIN_VERBOSE"):
+                sys.stderr.write(line)
+
+    threading.Thread(target=pump, daemon=True).start()
