@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import secrets
@@ -39,7 +40,7 @@ class AzuriteError(RuntimeError):
 
 
 def azurite_binary() -> Path:
-    """The ``azurite-blob`` executable: ``$AZURITE_BLOB`` or ``<project root>/node_modules/.bin/azurite-blob``.
+    """The ``azurite-blob`` executable: ``$AZURITE_BLOB``, else ``<root>/node_modules/.bin/azurite-blob``.
 
     Raises:
         AzuriteError: the executable does not exist.
@@ -92,6 +93,7 @@ class Azurite:
         accounts: ``{account name: base64 key}``, e.g. from ``account_keys``.
         port: the port to listen on; a free one when None.
         binary: the ``azurite-blob`` executable; ``azurite_binary()`` when None.
+        stop_timeout: seconds ``stop`` waits after SIGTERM before it SIGKILLs.
     """
 
     def __init__(
@@ -101,6 +103,7 @@ class Azurite:
         accounts: dict[str, str],
         port: int | None = None,
         binary: Path | None = None,
+        stop_timeout: float = STOP_GRACE_SECONDS,
     ) -> None:
         if not accounts:
             raise ValueError("Azurite needs at least one storage account")
@@ -109,6 +112,7 @@ class Azurite:
         self.accounts = dict(accounts)
         self.port = port or free_port()
         self.binary = binary
+        self.stop_timeout = stop_timeout
         self.log_path = state_dir / LOG_FILE
         self.process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
@@ -137,6 +141,8 @@ class Azurite:
             "--cert", str(self.tls.cert),
             "--key", str(self.tls.key),
             "--oauth", "basic",
+            # no access log: its lines carry SAS signatures, and the proxy's request log covers each request
+            "--silent",
         ]  # fmt: skip
 
     def env(self) -> dict[str, str]:
@@ -203,7 +209,7 @@ class Azurite:
         await asyncio.to_thread(self.stop_sync)
 
     def stop_sync(self) -> None:
-        """SIGTERM the process group, wait up to 3 s for Azurite to save its data, then SIGKILL the group.
+        """SIGTERM the process group, wait (3 s by default) for Azurite to save its data, then SIGKILL it.
 
         Idempotent. Leaves no process of the group behind.
         """
@@ -211,10 +217,8 @@ class Azurite:
         if process is not None:
             pgid = process.pid  # session leader: its pid is the group id
             _signal_group(pgid, signal.SIGTERM)
-            try:
-                process.wait(timeout=STOP_GRACE_SECONDS)
-            except subprocess.TimeoutExpired:
-                pass
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=self.stop_timeout)
             # also reaches any child Azurite may have left in the group
             _signal_group(pgid, signal.SIGKILL)
             process.wait()
@@ -225,7 +229,5 @@ class Azurite:
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
     """Send ``sig`` to a process group, ignoring a group that no longer exists."""
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass

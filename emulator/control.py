@@ -159,12 +159,9 @@ class ServiceMiddleware:
             await self.app(scope, receive, send)
             return
         method, path = scope["method"], scope["path"]
-        if scope.get("query_string"):
-            path_q = f"{path}?{scope['query_string'].decode('latin-1')}"
-        else:
-            path_q = path
         at = time.time()
-        rule = self.controller.take_fault(self.service, method, path_q)
+        # rules match the path without its query string, so `$` anchors work as a reader expects
+        rule = self.controller.take_fault(self.service, method, path)
         if rule is not None and rule.delay:
             await asyncio.sleep(rule.delay)
         if rule is not None and rule.reset:

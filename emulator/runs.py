@@ -41,6 +41,15 @@ from emulator.world import World, utcnow_iso
 
 TERMINAL = ("Succeeded", "Failed", "Canceled")
 TRIGGER_MAX_AGE = timedelta(days=60)
+# what a storage error code means for a pipeline's SAS token or identity (Azurite's codes; Azure's differ)
+STORAGE_CAUSES = {
+    "AuthorizationFailure": "the SAS token is expired, not yet valid, or signed with a key that was rotated",
+    "AuthenticationFailed": "the SAS token is expired, not yet valid, or signed with a key that was rotated",
+    "AuthorizationPermissionMismatch": "the SAS token lacks a permission this operation needs",
+    "AuthorizationResourceTypeMismatch": "the SAS token does not cover this resource type",
+    "AuthorizationProtocolMismatch": "the SAS token does not allow this protocol",
+    "ContainerNotFound": "the pipeline's storage container does not exist",
+}
 
 
 class RunFailed(Exception):
@@ -280,9 +289,12 @@ class RunEngine:
 
     @staticmethod
     def _storage_failure(e: HttpResponseError, what: str) -> RunFailed:
-        code = getattr(e, "error_code", None) or (e.reason or "")
+        raw = getattr(e, "error_code", None) or e.reason or ""
+        code = str(getattr(raw, "value", raw))  # the storage SDK gives a StorageErrorCode enum
+        cause = STORAGE_CAUSES.get(code, "")
         return RunFailed(
             f"Failed to access storage while {what}. Service request failed. Status: {e.status_code} ({code})"
+            + (f": {cause}" if cause else "")
         )
 
     # --- export ----------------------------------------------------------------------------------------

@@ -121,7 +121,9 @@ class ServedRegistry:
     ca: Path
 
     def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, verify=ssl.create_default_context(cafile=str(self.ca)), timeout=10)
+        return httpx.Client(
+            base_url=self.url, verify=ssl.create_default_context(cafile=str(self.ca)), timeout=10
+        )
 
 
 @pytest.fixture(scope="module")
@@ -229,7 +231,9 @@ def test_chunked_upload_with_status_and_out_of_order_chunk(http: httpx.Client) -
     assert error_code(http.get(location)) == "BLOB_UPLOAD_UNKNOWN"
 
 
-def test_digest_mismatch_is_rejected_and_nothing_is_stored(served: ServedRegistry, http: httpx.Client) -> None:
+def test_digest_mismatch_is_rejected_and_nothing_is_stored(
+    served: ServedRegistry, http: httpx.Client
+) -> None:
     wrong = digest_of(b"something else")
     r = http.post("/v2/bad/blobs/uploads/", params={"digest": wrong}, content=b"payload")
     assert r.status_code == 400
@@ -241,7 +245,9 @@ def test_digest_mismatch_is_rejected_and_nothing_is_stored(served: ServedRegistr
     http.patch(location, content=b"payload")
     r = http.put(location, params={"digest": wrong})
     assert (r.status_code, error_code(r)) == (400, "DIGEST_INVALID")
-    assert error_code(http.put(location, params={"digest": "sha256:short"})) in ("DIGEST_INVALID", "BLOB_UPLOAD_UNKNOWN")
+    assert (
+        error_code(http.put(location, params={"digest": digest_of(b"payload")})) == "BLOB_UPLOAD_UNKNOWN"
+    )  # ended
 
 
 def test_unknown_blob_gives_oci_error_body(http: httpx.Client) -> None:
@@ -343,7 +349,10 @@ def test_tags_list_and_catalog_paging(http: httpx.Client) -> None:
     manifest = image_manifest(config, [])
     for tag in ("c", "a", "d", "b"):
         assert put_manifest(http, "paging/repo", tag, manifest, OCI_MANIFEST).status_code == 201
-    assert http.get("/v2/paging/repo/tags/list").json() == {"name": "paging/repo", "tags": ["a", "b", "c", "d"]}
+    assert http.get("/v2/paging/repo/tags/list").json() == {
+        "name": "paging/repo",
+        "tags": ["a", "b", "c", "d"],
+    }
     first = http.get("/v2/paging/repo/tags/list", params={"n": 2})
     assert first.json()["tags"] == ["a", "b"]
     assert first.headers["Link"] == '</v2/paging/repo/tags/list?n=2&last=b>; rel="next"'
@@ -410,13 +419,230 @@ def test_oras_pushes_and_pulls_a_file_artifact(served: ServedRegistry, tmp_path:
 
 
 @pytest.mark.skipif(shutil.which("skopeo") is None, reason="skopeo is not installed")
-def test_skopeo_inspects_an_image(served: ServedRegistry) -> None:
+def test_skopeo_inspects_an_image(served: ServedRegistry, tmp_path: Path) -> None:
     push_image(served.store, "skopeo/app", "v1", "skopeo")
+    shutil.copy(served.ca, tmp_path / "ca.crt")  # skopeo's --cert-dir trusts *.crt files
     done = subprocess.run(
-        ["skopeo", "inspect", "--raw", f"--cert-dir={served.ca.parent}", f"docker://{served.host}/skopeo/app:v1"],
+        ["skopeo", "inspect", "--raw", f"--cert-dir={tmp_path}", f"docker://{served.host}/skopeo/app:v1"],
         capture_output=True,
         text=True,
         timeout=30,
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["mediaType"] == OCI_MANIFEST
+
+
+# -- artifact references ---------------------------------------------------------------------------------
+
+HEX = "ab" * 32
+
+
+@pytest.mark.parametrize(
+    ("ref", "expected"),
+    [
+        ("hello", ("hello", "latest", None)),
+        ("hello:v1", ("hello", "v1", None)),
+        ("team/app-web/x_y:1.0-rc_1", ("team/app-web/x_y", "1.0-rc_1", None)),
+        (f"hello@sha256:{HEX}", ("hello", None, f"sha256:{HEX}")),
+    ],
+)
+def test_parse_artifact_ref(ref: str, expected: tuple[str, str | None, str | None]) -> None:
+    assert parse_artifact_ref(ref) == expected
+
+
+@pytest.mark.parametrize(
+    "ref",
+    [
+        "",
+        "Hello:v1",
+        "hello:",
+        "hello:-v1",
+        "../etc",
+        "a/../b",
+        "/abs",
+        "hello@sha256:abc",
+        f"h:v1@sha256:{HEX}",
+    ],
+)
+def test_parse_artifact_ref_rejects_malformed_refs(ref: str) -> None:
+    with pytest.raises(ArtifactRefError, match="artifact reference"):
+        parse_artifact_ref(ref)
+
+
+def test_resolve_artifact_names_the_missing_ref(tmp_path: Path) -> None:
+    store = RegistryStore(tmp_path / "src", "sourceregistry")
+    digest = push_image(store, "hello", "v1", "hello")
+    resolved = resolve_artifact(store, "hello:v1")
+    assert (resolved.ref, resolved.digest, resolved.media_type) == ("hello:v1", digest, OCI_MANIFEST)
+    assert resolve_artifact(store, f"hello@{digest}").tag is None
+    with pytest.raises(ArtifactNotFound, match="artifact 'hello:v9' not found in registry 'sourceregistry'"):
+        resolve_artifact(store, "hello:v9")
+
+
+# -- OCI layout tars: export and import ------------------------------------------------------------------
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> RegistryStore:
+    """A source registry with a tagged image, an image referenced by digest and a multi-arch index."""
+    store = RegistryStore(tmp_path / "source", "sourceregistry")
+    push_image(store, "hello", "v1", "hello-v1")
+    push_image(store, "team/pinned", "old", "pinned", DOCKER_MANIFEST)
+    push_multiarch(store, "multi/arch", "v2")
+    return store
+
+
+def export(store: RegistryStore, refs: list[str], out: Path) -> Path:
+    with out.open("wb") as f:
+        write_layout_tar(store, [resolve_artifact(store, r) for r in refs], f)
+    return out
+
+
+def three_refs(store: RegistryStore) -> list[str]:
+    return ["hello:v1", f"team/pinned@{store.resolve('team/pinned', 'old')}", "multi/arch:v2"]
+
+
+def test_export_then_import_keeps_manifests_byte_identical(source: RegistryStore, tmp_path: Path) -> None:
+    refs = three_refs(source)
+    tar_path = export(source, refs, tmp_path / "export.tar")
+    with read_layout_tar(tar_path) as layout:
+        assert [a.ref for a in layout.artifacts] == refs
+        assert [a.tag for a in layout.artifacts] == ["v1", None, "v2"]
+
+    target = RegistryStore(tmp_path / "target", "targetregistry")
+    result = import_layout(tar_path, target, overwrite_tags=False, continue_on_errors=False)
+    assert (result.imported, result.failed) == (refs, [])
+    for ref in refs:
+        repo, tag, digest = parse_artifact_ref(ref)
+        expected, got = (
+            source.get_manifest(repo, digest or str(tag)),
+            target.get_manifest(repo, digest or str(tag)),
+        )
+        assert expected is not None and got is not None
+        assert (got.digest, got.data, got.media_type) == (expected.digest, expected.data, expected.media_type)
+    index = json.loads(target.read_blob(str(target.resolve("multi/arch", "v2"))))
+    for child in index["manifests"]:  # the children came along, by digest
+        assert target.get_manifest("multi/arch", child["digest"]) is not None
+    assert target.tags("team/pinned") == []
+
+
+def test_layout_tar_is_deterministic_and_deduplicates_blobs(source: RegistryStore, tmp_path: Path) -> None:
+    refs = [*three_refs(source), "hello:v1"]
+    first = export(source, refs, tmp_path / "a.tar").read_bytes()
+    second = export(source, refs, tmp_path / "b.tar").read_bytes()
+    assert hashlib.sha256(first).digest() == hashlib.sha256(second).digest()
+    with tarfile.open(fileobj=io.BytesIO(first)) as tar:
+        names = tar.getnames()
+        assert names[:2] == ["oci-layout", "index.json"]
+        assert len(names) == len(set(names))
+        assert all(m.mtime == 0 and m.uid == 0 and m.gid == 0 for m in tar.getmembers())
+        index = json.load(tar.extractfile("index.json"))  # type: ignore[arg-type]
+    assert len(index["manifests"]) == 3
+    assert index["manifests"][0]["annotations"] == {
+        "org.opencontainers.image.ref.name": "v1",
+        "io.acr-transfer.repository": "hello",
+        "io.acr-transfer.reference": "hello:v1",
+    }
+
+
+def test_tag_conflict_needs_overwrite_tags(source: RegistryStore, tmp_path: Path) -> None:
+    tar_path = export(source, ["hello:v1"], tmp_path / "hello.tar")
+    target = RegistryStore(tmp_path / "target", "targetregistry")
+    other = push_image(target, "hello", "v1", "something else")
+    exported = source.resolve("hello", "v1")
+
+    with pytest.raises(ImportFailed) as failed:
+        import_layout(tar_path, target, overwrite_tags=False, continue_on_errors=False)
+    assert str(failed.value) == (
+        f"tag 'hello:v1' already exists in the target with digest {other} (blob has {exported}); "
+        "set OverwriteTags on the import pipeline to replace it"
+    )
+    assert target.resolve("hello", "v1") == other
+
+    result = import_layout(tar_path, target, overwrite_tags=True, continue_on_errors=False)
+    assert result.imported == ["hello:v1"]
+    assert target.resolve("hello", "v1") == exported
+    again = import_layout(tar_path, target, overwrite_tags=False, continue_on_errors=False)
+    assert again.imported == ["hello:v1"]  # same digest: not a conflict
+
+
+def test_continue_on_errors_gives_a_partial_result(source: RegistryStore, tmp_path: Path) -> None:
+    refs = three_refs(source)
+    tar_path = export(source, refs, tmp_path / "all.tar")
+    target = RegistryStore(tmp_path / "target", "targetregistry")
+    push_image(target, "hello", "v1", "conflicting")
+
+    result = import_layout(tar_path, target, overwrite_tags=False, continue_on_errors=True)
+    assert result.imported == refs[1:]
+    assert [ref for ref, _ in result.failed] == ["hello:v1"]
+    assert "set OverwriteTags" in result.failed[0][1]
+
+    fresh = RegistryStore(tmp_path / "fresh", "fresh")
+    push_image(fresh, "multi/arch", "v2", "conflicting")
+    with pytest.raises(ImportFailed) as failed:
+        import_layout(tar_path, fresh, overwrite_tags=False, continue_on_errors=False)
+    assert failed.value.ref == "multi/arch:v2"
+    assert failed.value.result.imported == refs[:2]  # pushed before the failure, and kept
+    assert fresh.resolve("hello", "v1") is not None
+
+
+def write_raw_tar(path: Path, members: dict[str, bytes]) -> Path:
+    with tarfile.open(path, "w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_malformed_layout_tars_are_rejected(source: RegistryStore, tmp_path: Path) -> None:
+    layout = {"oci-layout": b'{"imageLayoutVersion":"1.0.0"}', "index.json": b'{"manifests":[]}'}
+    cases = [
+        ("escapes the layout", {**layout, "../evil": b"x"}),
+        ("escapes the layout", {**layout, "/etc/passwd": b"x"}),
+        ("no index.json", {"oci-layout": layout["oci-layout"]}),
+        ("no oci-layout", {"index.json": layout["index.json"]}),
+        ("is corrupt", {**layout, f"blobs/sha256/{HEX}": b"does not hash to its name"}),
+    ]
+    for i, (message, members) in enumerate(cases):
+        with pytest.raises(LayoutError, match=message):
+            read_layout_tar(write_raw_tar(tmp_path / f"bad{i}.tar", members))
+    with pytest.raises(LayoutError, match="not a readable tar"):
+        read_layout_tar(write_raw_tar(tmp_path / "ok.tar", {}).with_name("missing.tar"))
+
+    link = tmp_path / "link.tar"
+    with tarfile.open(link, "w") as tar:
+        info = tarfile.TarInfo("blobs/sha256/" + HEX)
+        info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tar.addfile(info)
+    with pytest.raises(LayoutError, match="link"):
+        read_layout_tar(link)
+    target = RegistryStore(tmp_path / "target", "targetregistry")
+    with pytest.raises(LayoutError):
+        import_layout(tmp_path / "bad0.tar", target, overwrite_tags=True, continue_on_errors=True)
+    assert target.repositories() == []
+
+
+# -- the store -------------------------------------------------------------------------------------------
+
+
+def test_store_survives_a_restart(source: RegistryStore) -> None:
+    reopened = RegistryStore(source.root, source.name)
+    assert reopened.repositories() == ["hello", "multi/arch", "team/pinned"]
+    assert reopened.tags("multi/arch") == ["v2", "v2-amd64", "v2-arm64"]
+    original = source.get_manifest("hello", "v1")
+    assert original is not None
+    assert reopened.get_manifest("hello", "v1") == original
+    assert reopened.delete_tag("hello", "v1")
+    assert RegistryStore(source.root, source.name).resolve("hello", "v1") is None
+
+
+def test_store_validates_what_it_is_given(tmp_path: Path) -> None:
+    store = RegistryStore(tmp_path / "r", "r")
+    with pytest.raises(ValueError, match="not the expected"):
+        store.put_blob(b"data", digest_of(b"other"))
+    with pytest.raises(ManifestBlobUnknown, match="not in registry 'r'"):
+        store.put_manifest("app", "v1", image_manifest(b"{}", []), OCI_MANIFEST)
+    with pytest.raises(ValueError, match="repository name"):
+        store.get_manifest("../escape", "v1")
+    assert store.get_manifest("app", "../../etc") is None

@@ -1,0 +1,50 @@
+"""Azure SDK clients for tests, built the way the product builds them: from the stand-in's env only."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime, timedelta
+
+from azure.identity import DefaultAzureCredential
+from azure.keyvault.secrets import SecretClient
+from azure.mgmt.containerregistry import ContainerRegistryManagementClient
+from azure.storage.blob import generate_container_sas
+
+from tests.support.standin import StandIn
+
+RG = "transfer-rg"
+
+
+def credential() -> DefaultAzureCredential:
+    return DefaultAzureCredential()
+
+
+def arm(api_version: str | None = None, **kwargs: object) -> ContainerRegistryManagementClient:
+    extra = {"api_version": api_version} if api_version else {}
+    return ContainerRegistryManagementClient(
+        credential(),
+        os.environ["AZURE_SUBSCRIPTION_ID"],
+        base_url=os.environ["ACR_TRANSFER_ARM_ENDPOINT"],
+        credential_scopes=[os.environ["ACR_TRANSFER_ARM_SCOPE"]],
+        polling_interval=0.1,
+        **extra,
+        **kwargs,
+    )
+
+
+def arm_token() -> str:
+    return credential().get_token(os.environ["ACR_TRANSFER_ARM_SCOPE"]).token
+
+
+def secrets(standin: StandIn, vault: str) -> SecretClient:
+    return SecretClient(standin.topology["vaults"][vault]["url"], credential(), verify_challenge_resource=False)
+
+
+def container_sas(standin: StandIn, account: str, container: str, permission: str, *, hours: float = 24) -> str:
+    """A SAS as ACR's docs store it ('?' + token, https only); negative hours give an expired one."""
+    start = datetime.now(UTC) - timedelta(hours=2)
+    token = generate_container_sas(
+        account, container, account_key=standin.storage_key(account), permission=permission,
+        expiry=datetime.now(UTC) + timedelta(hours=hours), start=start, protocol="https",
+    )  # fmt: skip
+    return "?" + token
