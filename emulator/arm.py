@@ -25,15 +25,31 @@ from emulator.runs import RunEngine, validate_run_request
 from emulator.world import PROVIDER, World, utcnow_iso
 
 PIPELINE_API_VERSIONS = (
-    "2019-12-01-preview", "2020-11-01-preview", "2021-06-01-preview", "2021-08-01-preview",
-    "2021-12-01-preview", "2022-02-01-preview", "2023-01-01-preview", "2023-06-01-preview",
-    "2023-08-01-preview", "2023-11-01-preview", "2024-11-01-preview", "2025-03-01-preview",
-    "2025-05-01-preview", "2025-06-01-preview",
-)  # fmt: skip
+    "2019-12-01-preview",
+    "2020-11-01-preview",
+    "2021-06-01-preview",
+    "2021-08-01-preview",
+    "2021-12-01-preview",
+    "2022-02-01-preview",
+    "2023-01-01-preview",
+    "2023-06-01-preview",
+    "2023-08-01-preview",
+    "2023-11-01-preview",
+    "2024-11-01-preview",
+    "2025-03-01-preview",
+    "2025-05-01-preview",
+    "2025-06-01-preview",
+)
 REGISTRY_API_VERSIONS = (
-    "2017-10-01", "2019-05-01", "2021-09-01", "2022-12-01", "2023-07-01", "2025-04-01", "2025-11-01",
+    "2017-10-01",
+    "2019-05-01",
+    "2021-09-01",
+    "2022-12-01",
+    "2023-07-01",
+    "2025-04-01",
+    "2025-11-01",
     *PIPELINE_API_VERSIONS,
-)  # fmt: skip
+)
 STORAGE_MODE_SINCE = "2025-06-01-preview"
 PIPELINE_OPTIONS = ("OverwriteTags", "OverwriteBlobs", "DeleteSourceBlobOnSuccess", "ContinueOnErrors")
 NAME_RE = re.compile(r"^[A-Za-z0-9]{5,50}$")
@@ -128,8 +144,12 @@ def render(resource: dict[str, Any], api_version: str) -> dict[str, Any]:
     if api_version >= STORAGE_MODE_SINCE:
         return body
     props = body.get("properties", {})
-    for holder in (props.get("target"), props.get("source"), props.get("response", {}).get("target"),
-                   props.get("response", {}).get("source")):  # fmt: skip
+    for holder in (
+        props.get("target"),
+        props.get("source"),
+        props.get("response", {}).get("target"),
+        props.get("response", {}).get("source"),
+    ):
         if isinstance(holder, dict):
             holder.pop("storageAccessMode", None)
     return body
@@ -138,8 +158,15 @@ def render(resource: dict[str, Any], api_version: str) -> dict[str, Any]:
 class ArmApi:
     """The ARM endpoint's request handling over a ``World``."""
 
-    def __init__(self, world: World, engine: RunEngine, *, reads: tuple[float, float], writes: tuple[float, float],
-                 page_size: int = 20) -> None:  # fmt: skip
+    def __init__(
+        self,
+        world: World,
+        engine: RunEngine,
+        *,
+        reads: tuple[float, float],
+        writes: tuple[float, float],
+        page_size: int = 20,
+    ) -> None:
         self.world = world
         self.engine = engine
         self.page_size = page_size
@@ -163,11 +190,7 @@ class ArmApi:
         try:
             claims = self.world.authority.verify(request.headers.get("authorization"), ARM_AUDIENCE)
         except TokenError as e:
-            code = (
-                "AuthenticationFailed"
-                if not request.headers.get("authorization")
-                else "InvalidAuthenticationToken"
-            )
+            code = "AuthenticationFailed" if not request.headers.get("authorization") else "InvalidAuthenticationToken"
             raise ArmError(401, code, f"Authentication failed. {e}") from e
         return str(claims.get("oid", "unknown"))
 
@@ -268,9 +291,7 @@ class ArmApi:
         page = items[skip : skip + self.page_size]
         body: dict[str, Any] = {"value": page}
         if skip + self.page_size < len(items):
-            body["nextLink"] = str(
-                request.url.include_query_params(**{"$skipToken": str(skip + self.page_size)})
-            )
+            body["nextLink"] = str(request.url.include_query_params(**{"$skipToken": str(skip + self.page_size)}))
         return JSONResponse(body)
 
     def _operation(self, op_name: str) -> Response:
@@ -290,9 +311,11 @@ class ArmApi:
         if request.method == "GET":
             if key not in store:
                 raise ArmError(
-                    404, "ResourceNotFound", f"The Resource '{PROVIDER}/registries/{registry}/{kind}/{name}' under "
+                    404,
+                    "ResourceNotFound",
+                    f"The Resource '{PROVIDER}/registries/{registry}/{kind}/{name}' under "
                     f"resource group '{self.world.rg}' was not found.",
-                )  # fmt: skip
+                )
             return JSONResponse(render(store[key]["resource"], api))
         if request.method == "DELETE":
             if key not in store:
@@ -306,17 +329,17 @@ class ArmApi:
             raise ArmError(405, "MethodNotAllowed", f"{request.method} is not supported on {kind}.")
         if not NAME_RE.match(name):
             raise ArmError(
-                400, "InvalidResourceName", f"Resource name '{name}' is invalid: {kind} names must be 5-50 "
+                400,
+                "InvalidResourceName",
+                f"Resource name '{name}' is invalid: {kind} names must be 5-50 "
                 "characters long and contain only letters and numbers (no '-' or '_').",
-            )  # fmt: skip
+            )
         try:
             body = json.loads(await request.body() or b"{}")
         except ValueError as e:
             raise ArmError(400, "InvalidRequestContent", f"The request content is not valid JSON: {e}") from e
         if not isinstance(body, dict) or not isinstance(body.get("properties"), dict):
-            raise ArmError(
-                400, "InvalidRequestContent", "The request content must have a 'properties' object."
-            )
+            raise ArmError(400, "InvalidRequestContent", "The request content must have a 'properties' object.")
         if kind == "pipelineRuns":
             return self._put_run(request, registry, rid, body, api, principal)
         return self._put_pipeline(registry, kind, rid, body, api, principal)
@@ -328,21 +351,31 @@ class ArmApi:
         side = "target" if kind == "exportPipelines" else "source"
         endpoint = props.get(side)
         if not isinstance(endpoint, dict) or not endpoint.get("uri"):
-            raise ArmError(
-                400, "InvalidParameter", f"properties.{side}.uri is required.", f"properties.{side}.uri"
-            )
+            raise ArmError(400, "InvalidParameter", f"properties.{side}.uri is required.", f"properties.{side}.uri")
         mode = endpoint.get("storageAccessMode") or "SasToken" if api >= STORAGE_MODE_SINCE else "SasToken"
         if mode not in ("SasToken", "ManagedIdentity"):
-            raise ArmError(400, "InvalidParameter", f"storageAccessMode must be SasToken or ManagedIdentity, not '{mode}'.",
-                           f"properties.{side}.storageAccessMode")  # fmt: skip
+            raise ArmError(
+                400,
+                "InvalidParameter",
+                f"storageAccessMode must be SasToken or ManagedIdentity, not '{mode}'.",
+                f"properties.{side}.storageAccessMode",
+            )
         if mode == "SasToken" and not endpoint.get("keyVaultUri"):
-            raise ArmError(400, "InvalidParameter", f"properties.{side}.keyVaultUri is required with SasToken storage "
-                           "access.", f"properties.{side}.keyVaultUri")  # fmt: skip
+            raise ArmError(
+                400,
+                "InvalidParameter",
+                f"properties.{side}.keyVaultUri is required with SasToken storage access.",
+                f"properties.{side}.keyVaultUri",
+            )
         options = props.get("options") or []
         bad = [o for o in options if o not in PIPELINE_OPTIONS]
         if bad:
-            raise ArmError(400, "InvalidParameter", f"Unknown pipeline options {bad}; allowed: {list(PIPELINE_OPTIONS)}.",
-                           "properties.options")  # fmt: skip
+            raise ArmError(
+                400,
+                "InvalidParameter",
+                f"Unknown pipeline options {bad}; allowed: {list(PIPELINE_OPTIONS)}.",
+                "properties.options",
+            )
         resource_props: dict[str, Any] = {
             side: {
                 "type": endpoint.get("type") or "AzureStorageBlobContainer",
@@ -356,8 +389,12 @@ class ArmApi:
         if kind == "importPipelines":
             status = ((props.get("trigger") or {}).get("sourceTrigger") or {}).get("status") or "Enabled"
             if status not in ("Enabled", "Disabled"):
-                raise ArmError(400, "InvalidParameter", "trigger.sourceTrigger.status must be Enabled or Disabled.",
-                               "properties.trigger.sourceTrigger.status")  # fmt: skip
+                raise ArmError(
+                    400,
+                    "InvalidParameter",
+                    "trigger.sourceTrigger.status must be Enabled or Disabled.",
+                    "properties.trigger.sourceTrigger.status",
+                )
             resource_props["trigger"] = {"sourceTrigger": {"status": status}}
         existing = self.world.pipelines.get(rid.lower())
         resource = {
@@ -365,9 +402,7 @@ class ArmApi:
             "name": rid.rsplit("/", 1)[1],
             "type": f"{PROVIDER}/registries/{kind}",
             "identity": self._identity(body.get("identity")),
-            "systemData": system_data(
-                principal, existing["resource"]["systemData"]["createdAt"] if existing else None
-            ),
+            "systemData": system_data(principal, existing["resource"]["systemData"]["createdAt"] if existing else None),
             "properties": resource_props,
         }
         if body.get("location"):
@@ -401,9 +436,7 @@ class ArmApi:
         if problem:
             raise ArmError(400, "InvalidParameter", problem[1], problem[0])
         fingerprint = hashlib.sha256(
-            json.dumps(
-                {"request": req, "forceUpdateTag": props.get("forceUpdateTag")}, sort_keys=True
-            ).encode()
+            json.dumps({"request": req, "forceUpdateTag": props.get("forceUpdateTag")}, sort_keys=True).encode()
         ).hexdigest()
         key = rid.lower()
         existing = self.world.runs.get(key)
@@ -414,13 +447,18 @@ class ArmApi:
             "Failed",
             "Canceled",
         ):
-            raise ArmError(409, "Conflict", f"Pipeline run '{rid.rsplit('/', 1)[1]}' is still running; wait for it to "
-                           "finish before updating it.")  # fmt: skip
+            raise ArmError(
+                409,
+                "Conflict",
+                f"Pipeline run '{rid.rsplit('/', 1)[1]}' is still running; wait for it to finish before updating it.",
+            )
         created = existing["resource"]["systemData"]["createdAt"] if existing else None
         resource, op = self.engine.create(
             registry, rid, req, props.get("forceUpdateTag"), system_data(principal, created), fingerprint
         )
         base = f"{request.url.scheme}://{request.url.netloc}"
-        headers = {"Azure-AsyncOperation": f"{base}{op['id']}?api-version={api}",
-                   "api-supported-versions": ", ".join(PIPELINE_API_VERSIONS[-3:])}  # fmt: skip
+        headers = {
+            "Azure-AsyncOperation": f"{base}{op['id']}?api-version={api}",
+            "api-supported-versions": ", ".join(PIPELINE_API_VERSIONS[-3:]),
+        }
         return JSONResponse(render(resource, api), 201, headers=headers)

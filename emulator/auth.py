@@ -64,12 +64,13 @@ class TokenAuthority:
     def issue(self, resource: str, ttl: int = TOKEN_TTL) -> tuple[str, int]:
         """A signed token for ``resource``; returns (token, expires_on epoch seconds)."""
         now = int(time.time())
-        claims = {
+        expires_on = now + ttl
+        claims: dict[str, Any] = {
             "aud": normalise_resource(resource),
             "iss": f"https://sts.windows.net/{self.tenant_id}/",
             "iat": now - 60,
             "nbf": now - 60,
-            "exp": now + ttl,
+            "exp": expires_on,
             "oid": self.principal_id,
             "appid": self.client_id,
             "tid": self.tenant_id,
@@ -78,7 +79,7 @@ class TokenAuthority:
         head = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
         body = _b64(json.dumps(claims, separators=(",", ":")).encode())
         sig = _b64(hmac.new(self._key, f"{head}.{body}".encode(), hashlib.sha256).digest())
-        return f"{head}.{body}.{sig}", claims["exp"]
+        return f"{head}.{body}.{sig}", expires_on
 
     def verify(self, authorization: str | None, audience: str) -> dict[str, Any]:
         """Check an ``Authorization`` header value; returns the claims.
@@ -100,9 +101,7 @@ class TokenAuthority:
         except ValueError as e:
             raise TokenError("The access token is malformed.") from e
         if claims.get("aud") != normalise_resource(audience):
-            raise TokenError(
-                f"The access token has an invalid audience '{claims.get('aud')}'; expected '{audience}'."
-            )
+            raise TokenError(f"The access token has an invalid audience '{claims.get('aud')}'; expected '{audience}'.")
         if claims.get("exp", 0) < time.time():
             raise TokenError("The access token has expired.")
         return claims
@@ -139,14 +138,10 @@ def identity_app(authority: TokenAuthority, identity_header: str) -> Starlette:
 
     async def token(request: Request) -> JSONResponse:
         if not hmac.compare_digest(request.headers.get("x-identity-header", ""), identity_header):
-            return JSONResponse(
-                {"error": "invalid_request", "error_description": "X-IDENTITY-HEADER is wrong"}, 401
-            )
+            return JSONResponse({"error": "invalid_request", "error_description": "X-IDENTITY-HEADER is wrong"}, 401)
         resource = request.query_params.get("resource")
         if not resource:
-            return JSONResponse(
-                {"error": "invalid_request", "error_description": "'resource' is required"}, 400
-            )
+            return JSONResponse({"error": "invalid_request", "error_description": "'resource' is required"}, 400)
         access_token, expires_on = authority.issue(resource)
         return JSONResponse(
             {

@@ -13,6 +13,7 @@ and still accepts the SAS tokens it handed out before.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import base64
 import contextlib
 import json
@@ -21,6 +22,7 @@ import secrets
 import signal
 import subprocess
 import time
+import weakref
 from collections.abc import Iterable
 from pathlib import Path
 from typing import IO
@@ -33,6 +35,16 @@ READY_MARKER = b"successfully listens"
 KEYS_FILE = "storage-keys.json"
 LOG_FILE = "azurite.log"
 STOP_GRACE_SECONDS = 3.0
+
+# Azurite runs in its own session, so it would outlive a Python process that dies of an exception without
+# stopping it (and keep its port); stop whatever is still running when the interpreter exits
+_RUNNING: weakref.WeakSet[Azurite] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_all() -> None:
+    for azurite in list(_RUNNING):
+        azurite.stop_sync()
 
 
 class AzuriteError(RuntimeError):
@@ -128,8 +140,12 @@ class Azurite:
         return self.process.pid if self.process else None
 
     def args(self) -> list[str]:
-        """The command line. ``--loose`` is deliberately absent: every SDK call the product makes works
-        without it, and strict mode rejects what real Azure rejects."""
+        """The command line.
+
+        ``--loose`` is deliberately absent: all the product's SDK calls work without it. Strict mode only
+        refuses (400) the headers Azurite cannot honour (``x-ms-range-get-content-crc64`` and
+        customer-provided encryption keys); ``--loose`` would accept and silently ignore them instead.
+        """
         binary = self.binary or azurite_binary()
         return [
             str(binary),
@@ -179,6 +195,7 @@ class Azurite:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        _RUNNING.add(self)
         deadline = time.monotonic() + timeout
         while not self._ready(offset):
             if self.process.poll() is not None:
@@ -214,6 +231,7 @@ class Azurite:
         Idempotent. Leaves no process of the group behind.
         """
         process, self.process = self.process, None
+        _RUNNING.discard(self)
         if process is not None:
             pgid = process.pid  # session leader: its pid is the group id
             _signal_group(pgid, signal.SIGTERM)

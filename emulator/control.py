@@ -64,7 +64,18 @@ class FaultRule:
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> FaultRule:
         """Build a rule from the control API's JSON, rejecting unknown keys."""
-        allowed = {"service", "method", "path", "status", "retry_after", "reset", "delay", "count", "code", "message"}
+        allowed = {
+            "service",
+            "method",
+            "path",
+            "status",
+            "retry_after",
+            "reset",
+            "delay",
+            "count",
+            "code",
+            "message",
+        }
         unknown = set(body) - allowed
         if unknown:
             raise FaultRuleError(f"unknown fault keys: {', '.join(sorted(unknown))}")
@@ -136,9 +147,7 @@ def fault_response(service: str, rule: FaultRule) -> Response:
     )
     message = rule.message or f"Injected fault: {status} {code}"
     if service == "storage":
-        body = (
-            f'<?xml version="1.0" encoding="utf-8"?><Error><Code>{code}</Code><Message>{message}</Message></Error>'
-        )
+        body = f'<?xml version="1.0" encoding="utf-8"?><Error><Code>{code}</Code><Message>{message}</Message></Error>'
         headers["x-ms-error-code"] = code
         return Response(body, status_code=status, headers=headers, media_type="application/xml")
     if service == "registry":

@@ -8,6 +8,7 @@ puts it into ``scope["extensions"]["transport"]``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import struct
 from typing import Any
@@ -41,10 +42,8 @@ def drop_connection(scope: dict[str, Any]) -> None:
         raise RuntimeError("no transport in scope: serve the app with TransportH11Protocol")
     sock = transport.get_extra_info("socket")
     if sock is not None:
-        try:
+        with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        except OSError:
-            pass
     transport.abort()
 
 

@@ -27,9 +27,7 @@ ATTRIBUTE_KEYS = ("enabled", "nbf", "exp")
 class VaultStore:
     """The secrets of one vault: every version of every secret, with attributes as epoch seconds."""
 
-    def __init__(
-        self, name: str, data: dict[str, Any] | None = None, on_change: Callable[[], None] | None = None
-    ):
+    def __init__(self, name: str, data: dict[str, Any] | None = None, on_change: Callable[[], None] | None = None):
         self.name = name
         # {secret name: [version dicts, oldest first]}
         self.secrets: dict[str, list[dict[str, Any]]] = data or {}
@@ -93,9 +91,7 @@ class VaultStore:
 
 
 def _bundle(base: str, name: str, v: dict[str, Any], with_value: bool = True) -> dict[str, Any]:
-    attrs = {
-        k: v["attributes"][k] for k in ("enabled", "nbf", "exp", "created", "updated") if k in v["attributes"]
-    }
+    attrs = {k: v["attributes"][k] for k in ("enabled", "nbf", "exp", "created", "updated") if k in v["attributes"]}
     attrs.update(recoveryLevel="Recoverable+Purgeable", recoverableDays=90)
     out: dict[str, Any] = {
         "id": f"{base}/secrets/{name}/{v['version']}",
@@ -119,8 +115,7 @@ def _error(status: int, code: str, message: str, inner: str | None = None) -> JS
 def keyvault_app(store: VaultStore, authority: TokenAuthority, base_url: Callable[[], str]) -> Starlette:
     """The vault's REST API over ``store``; ``base_url()`` is the vault URL used in secret ids."""
     challenge = (
-        f'Bearer authorization="https://login.microsoftonline.com/{authority.tenant_id}", '
-        f'resource="{VAULT_AUDIENCE}"'
+        f'Bearer authorization="https://login.microsoftonline.com/{authority.tenant_id}", resource="{VAULT_AUDIENCE}"'
     )
 
     def authorise(request: Request) -> Response | None:
@@ -147,9 +142,7 @@ def keyvault_app(store: VaultStore, authority: TokenAuthority, base_url: Callabl
         return None
 
     def not_found(name: str) -> JSONResponse:
-        return _error(
-            404, "SecretNotFound", f"A secret with (name/id) {name} was not found in this key vault."
-        )
+        return _error(404, "SecretNotFound", f"A secret with (name/id) {name} was not found in this key vault.")
 
     async def secret(request: Request) -> Response:
         denied = authorise(request)
@@ -178,24 +171,22 @@ def keyvault_app(store: VaultStore, authority: TokenAuthority, base_url: Callabl
             return JSONResponse(_bundle(base_url(), name, latest, with_value=False))
         if request.method == "PATCH":
             body = await request.json()
-            v = store.update(
+            updated = store.update(
                 name,
                 version,
                 body.get("attributes") or {},
                 contentType=body.get("contentType"),
                 tags=body.get("tags"),
             )
-            return (
-                not_found(name) if v is None else JSONResponse(_bundle(base_url(), name, v, with_value=False))
-            )
-        v = store.get(name, version)
-        if v is None:
+            if updated is None:
+                return not_found(name)
+            return JSONResponse(_bundle(base_url(), name, updated, with_value=False))
+        found = store.get(name, version)
+        if found is None:
             return not_found(name)
-        if not v["attributes"].get("enabled", True):
-            return _error(
-                403, "Forbidden", "Operation get is not allowed on a disabled secret.", "SecretDisabled"
-            )
-        return JSONResponse(_bundle(base_url(), name, v))
+        if not found["attributes"].get("enabled", True):
+            return _error(403, "Forbidden", "Operation get is not allowed on a disabled secret.", "SecretDisabled")
+        return JSONResponse(_bundle(base_url(), name, found))
 
     async def versions(request: Request) -> Response:
         denied = authorise(request)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import secrets
 import shlex
@@ -50,9 +51,7 @@ from emulator.world import RunSpeed, World
 class Emulator:
     """One stand-in: its world, its endpoints and Azurite."""
 
-    def __init__(
-        self, state_dir: Path, topology: Path | None, speed: RunSpeed, args: argparse.Namespace
-    ) -> None:
+    def __init__(self, state_dir: Path, topology: Path | None, speed: RunSpeed, args: argparse.Namespace) -> None:
         self.state_dir = state_dir.resolve()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         saved_topology = self.state_dir / "topology-input.json"
@@ -101,28 +100,33 @@ class Emulator:
         w = self.world
         controller = w.controller
         api = ArmApi(
-            w, self.engine, reads=(self.args.arm_read_burst, self.args.arm_read_rate),
-            writes=(self.args.arm_write_burst, self.args.arm_write_rate), page_size=self.args.page_size,
-        )  # fmt: skip
+            w,
+            self.engine,
+            reads=(self.args.arm_read_burst, self.args.arm_read_rate),
+            writes=(self.args.arm_write_burst, self.args.arm_write_rate),
+            page_size=self.args.page_size,
+        )
 
         async def arm_entry(request: Request) -> Any:
             return await api.handle(request)
 
-        arm = Starlette(routes=[*control_routes(w), Route("/{path:path}", arm_entry, methods=["GET", "PUT", "DELETE",
-                                                                                              "POST", "PATCH"])])  # fmt: skip
+        arm = Starlette(
+            routes=[
+                *control_routes(w),
+                Route("/{path:path}", arm_entry, methods=["GET", "PUT", "DELETE", "POST", "PATCH"]),
+            ]
+        )
         w.endpoints.arm = self._endpoint("arm", ServiceMiddleware(arm, "arm", controller)).url
         identity = identity_app(w.authority, self.identity_header)
-        w.endpoints.identity = self._endpoint(
-            "identity", ServiceMiddleware(identity, "identity", controller)
-        ).url
+        w.endpoints.identity = self._endpoint("identity", ServiceMiddleware(identity, "identity", controller)).url
         for name, store in w.vaults.items():
             app = keyvault_app(store, w.authority, lambda name=name: w.endpoints.vaults[name])  # type: ignore[misc]
             w.endpoints.vaults[name] = self._endpoint(
                 f"vault:{name}", ServiceMiddleware(app, "keyvault", controller)
             ).url
         for name, reg in w.registries.items():
-            app = ServiceMiddleware(registry_app(reg), "registry", controller)
-            w.endpoints.registries[name] = self._endpoint(f"registry:{name}", app).url
+            served = ServiceMiddleware(registry_app(reg), "registry", controller)
+            w.endpoints.registries[name] = self._endpoint(f"registry:{name}", served).url
         w.endpoints.azurite = self.azurite.url
         self.ports["azurite"] = self.azurite.port
         proxy = storage_proxy_app(self.azurite.url, self.tls.ca, controller)
@@ -134,9 +138,10 @@ class Emulator:
         w, topo = self.world, self.world.topo
         for account, containers in topo["storage_accounts"].items():
             svc = BlobServiceClient(
-                f"{w.endpoints.azurite}/{account}", credential={"account_name": account, "account_key": self.keys[account]},
+                f"{w.endpoints.azurite}/{account}",
+                credential={"account_name": account, "account_key": self.keys[account]},
                 connection_verify=str(self.tls.ca),
-            )  # fmt: skip
+            )
             existing = {c.name for c in svc.list_containers()}
             for container in containers:
                 if container not in existing:
@@ -145,8 +150,12 @@ class Emulator:
             return
         for vault, secrets_ in topo["vaults"].items():
             for secret, spec in secrets_.items():
-                w.vaults[vault].set_secret(secret, self.make_sas(spec), content_type="text/plain; sas-token",
-                                           tags={"purpose": "acr-transfer"})  # fmt: skip
+                w.vaults[vault].set_secret(
+                    secret,
+                    self.make_sas(spec),
+                    content_type="text/plain; sas-token",
+                    tags={"purpose": "acr-transfer"},
+                )
         for p in topo.get("pipelines", []):
             self.seed_pipeline(p)
         w.seeded = True
@@ -158,14 +167,22 @@ class Emulator:
         expiry = datetime.now(UTC) + timedelta(days=float(spec.get("days", 30)))
         if spec.get("kind") == "account":
             sas = generate_account_sas(
-                account, key, resource_types=ResourceTypes.from_string(spec.get("resource_types", "sco")),
-                permission=AccountSasPermissions.from_string(spec["permission"]), expiry=expiry, protocol="https",
-            )  # fmt: skip
+                account,
+                key,
+                resource_types=ResourceTypes.from_string(spec.get("resource_types", "sco")),
+                permission=AccountSasPermissions.from_string(spec["permission"]),
+                expiry=expiry,
+                protocol="https",
+            )
         else:
             sas = generate_container_sas(
-                account, spec["container"], account_key=key, permission=spec["permission"], expiry=expiry,
+                account,
+                spec["container"],
+                account_key=key,
+                permission=spec["permission"],
+                expiry=expiry,
                 protocol="https",
-            )  # fmt: skip
+            )
         return "?" + sas
 
     def seed_pipeline(self, p: dict[str, Any]) -> None:
@@ -189,14 +206,25 @@ class Emulator:
         now = datetime.now(UTC).isoformat()
         w.pipelines[rid.lower()] = {
             "resource": {
-                "id": rid, "name": p["name"], "type": f"Microsoft.ContainerRegistry/registries/{kind}",
-                "identity": {"type": "systemAssigned", "principalId": w.authority.principal_id,
-                             "tenantId": w.authority.tenant_id},
-                "systemData": {"createdBy": "emulator", "createdByType": "Application", "createdAt": now,
-                               "lastModifiedBy": "emulator", "lastModifiedByType": "Application", "lastModifiedAt": now},
+                "id": rid,
+                "name": p["name"],
+                "type": f"Microsoft.ContainerRegistry/registries/{kind}",
+                "identity": {
+                    "type": "systemAssigned",
+                    "principalId": w.authority.principal_id,
+                    "tenantId": w.authority.tenant_id,
+                },
+                "systemData": {
+                    "createdBy": "emulator",
+                    "createdByType": "Application",
+                    "createdAt": now,
+                    "lastModifiedBy": "emulator",
+                    "lastModifiedByType": "Application",
+                    "lastModifiedAt": now,
+                },
                 "properties": props,
             }
-        }  # fmt: skip
+        }
 
     # --- outputs ---------------------------------------------------------------------------------------
     def write_outputs(self) -> Path:
@@ -252,13 +280,19 @@ class Emulator:
             "storage_proxy": w.endpoints.storage,
             "azurite": w.endpoints.azurite,
             "registries": {
-                r: {"id": w.registry_id(r), "login_server": w.endpoints.registries[r].split("://")[1],
-                    "url": w.endpoints.registries[r]}
+                r: {
+                    "id": w.registry_id(r),
+                    "login_server": w.endpoints.registries[r].split("://")[1],
+                    "url": w.endpoints.registries[r],
+                }
                 for r in topo["registries"]
             },
             "storage_accounts": {
-                a: {"blob_endpoint": f"{w.endpoints.storage}/{a}", "direct_endpoint": f"{w.endpoints.azurite}/{a}",
-                    "containers": {c: w.container_uri(a, c) for c in cs}}
+                a: {
+                    "blob_endpoint": f"{w.endpoints.storage}/{a}",
+                    "direct_endpoint": f"{w.endpoints.azurite}/{a}",
+                    "containers": {c: w.container_uri(a, c) for c in cs},
+                }
                 for a, cs in topo["storage_accounts"].items()
             },
             "vaults": {
@@ -266,7 +300,7 @@ class Emulator:
                 for v, ss in topo["vaults"].items()
             },
             "pipelines": pipelines,
-        }  # fmt: skip
+        }
 
     # --- run -------------------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -286,8 +320,11 @@ class Emulator:
             ]
             env_path = self.write_outputs()
             print(f"emulator ready: {env_path}", flush=True)
-            print(f"  (started in {time.monotonic() - started:.1f} s; ARM {self.world.endpoints.arm})",
-                  file=sys.stderr, flush=True)  # fmt: skip
+            print(
+                f"  (started in {time.monotonic() - started:.1f} s; ARM {self.world.endpoints.arm})",
+                file=sys.stderr,
+                flush=True,
+            )
             await stop.wait()
         finally:
             await self.shutdown()
@@ -312,22 +349,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="acr-transfer emulator", description="The local Azure stand-in.")
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start the stand-in in the foreground until SIGTERM or Ctrl-C")
-    up.add_argument(
-        "--state-dir", type=Path, default=Path(".emulator"), help="state directory (default .emulator/)"
-    )
-    up.add_argument(
-        "--topology", type=Path, default=None, help="topology JSON (default: the built-in topology)"
-    )
+    up.add_argument("--state-dir", type=Path, default=Path(".emulator"), help="state directory (default .emulator/)")
+    up.add_argument("--topology", type=Path, default=None, help="topology JSON (default: the built-in topology)")
     up.add_argument("--run-seconds", type=float, default=1.0, help="minimum duration of a pipeline run (s)")
-    up.add_argument(
-        "--bytes-per-second", type=float, default=50 * 1024 * 1024, help="run speed for large blobs"
-    )
+    up.add_argument("--bytes-per-second", type=float, default=50 * 1024 * 1024, help="run speed for large blobs")
     up.add_argument("--trigger-interval", type=float, default=2.0, help="source trigger scan interval (s)")
     up.add_argument("--arm-read-burst", type=float, default=250, help="ARM read bucket size per subscription")
     up.add_argument("--arm-read-rate", type=float, default=25, help="ARM reads refilled per second")
-    up.add_argument(
-        "--arm-write-burst", type=float, default=200, help="ARM write bucket size per subscription"
-    )
+    up.add_argument("--arm-write-burst", type=float, default=200, help="ARM write bucket size per subscription")
     up.add_argument("--arm-write-rate", type=float, default=10, help="ARM writes refilled per second")
     up.add_argument("--page-size", type=int, default=20, help="items per ARM list page")
     return parser
@@ -345,8 +374,6 @@ def main(argv: list[str] | None = None) -> int:
             loop.add_signal_handler(sig, stop.set)
         await emulator.run(stop)
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(runner())
-    except KeyboardInterrupt:
-        pass
     return 0

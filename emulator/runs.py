@@ -99,11 +99,7 @@ def validate_run_request(world: World, registry: str, req: dict[str, Any]) -> tu
 
 
 def _blob_name_problem(name: str, side: str) -> tuple[str, str] | None:
-    if (
-        len(name) > 1024
-        or name.endswith(("/", "."))
-        or any(seg in ("", ".", "..") for seg in name.split("/"))
-    ):
+    if len(name) > 1024 or name.endswith(("/", ".")) or any(seg in ("", ".", "..") for seg in name.split("/")):
         return (
             f"properties.request.{side}.name",
             f"Blob name '{name[:80]}' is invalid: 1-1024 characters, no empty, '.' or '..' path segments.",
@@ -131,13 +127,23 @@ class RunEngine:
 
     # --- lifecycle -------------------------------------------------------------------------------------
     def create(
-        self, registry: str, rid: str, req: dict[str, Any], force_tag: Any, sysdata: dict[str, Any],
-        fingerprint: str, trigger_time: str | None = None,
-    ) -> tuple[dict[str, Any], dict[str, Any]]:  # fmt: skip
+        self,
+        registry: str,
+        rid: str,
+        req: dict[str, Any],
+        force_tag: Any,
+        sysdata: dict[str, Any],
+        fingerprint: str,
+        trigger_time: str | None = None,
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
         """Store a new run (or a re-run) with its async operation and start executing it."""
         op_name = f"pipelineruns-{uuid.uuid4()}"
-        op = {"id": f"{rid}/operationStatuses/{op_name}", "name": op_name, "status": "Creating",
-              "startTime": utcnow_iso()}  # fmt: skip
+        op = {
+            "id": f"{rid}/operationStatuses/{op_name}",
+            "name": op_name,
+            "status": "Creating",
+            "startTime": utcnow_iso(),
+        }
         response: dict[str, Any] = {
             "status": "Running",
             "progress": {"percentage": "0"},
@@ -159,8 +165,12 @@ class RunEngine:
         }
         key = rid.lower()
         self.world.operations[op_name.lower()] = op
-        self.world.runs[key] = {"resource": resource, "fingerprint": fingerprint, "operation": op_name.lower(),
-                                "registry": registry}  # fmt: skip
+        self.world.runs[key] = {
+            "resource": resource,
+            "fingerprint": fingerprint,
+            "operation": op_name.lower(),
+            "registry": registry,
+        }
         self.world.mark_dirty()
         self.start(key)
         return resource, op
@@ -274,9 +284,7 @@ class RunEngine:
         if secret is None:
             raise RunFailed(f"Failed to get the SAS token from Key Vault secret '{uri}': SecretNotFound.")
         if not secret["attributes"].get("enabled", True):
-            raise RunFailed(
-                f"Failed to get the SAS token from Key Vault secret '{uri}': the secret is disabled."
-            )
+            raise RunFailed(f"Failed to get the SAS token from Key Vault secret '{uri}': the secret is disabled.")
         return str(secret["value"]).lstrip("?")
 
     def _blob(self, container_uri: str, name: str, credential: Any) -> BlobClient:
@@ -284,7 +292,7 @@ class RunEngine:
             f"{self._direct(container_uri)}/{quote(name)}",
             credential=credential,
             connection_verify=self.ca,
-            retry_policy=LinearRetry(backoff=0.2, random_jitter_range=0, retry_total=2),
+            retry_policy=LinearRetry(backoff=1, random_jitter_range=0, retry_total=2),
         )
 
     @staticmethod
@@ -330,23 +338,28 @@ class RunEngine:
                     )
                 with tar_path.open("rb") as data:
                     blob.upload_blob(
-                        data, length=size, overwrite=True, metadata={"category": "acr-transfer-blob"},
+                        data,
+                        length=size,
+                        overwrite=True,
+                        metadata={"category": "acr-transfer-blob"},
                         content_settings=ContentSettings(content_type="application/x-tar", content_md5=md5),
                         max_concurrency=2,
-                    )  # fmt: skip
+                    )
             except HttpResponseError as e:
                 raise self._storage_failure(e, f"writing blob '{blob_name}'") from e
             except ServiceRequestError as e:
                 raise RunFailed(f"Failed to access storage while writing blob '{blob_name}': {e}") from e
         result: dict[str, Any] = {
             "catalogDigest": sha,
-            "target": {"type": "AzureStorageBlob", "uri": f"{target['uri']}/{blob_name}",
-                       "keyVaultUri": target.get("keyVaultUri"), "storageAccessMode": target.get("storageAccessMode")},
-        }  # fmt: skip
+            "target": {
+                "type": "AzureStorageBlob",
+                "uri": f"{target['uri']}/{blob_name}",
+                "keyVaultUri": target.get("keyVaultUri"),
+                "storageAccessMode": target.get("storageAccessMode"),
+            },
+        }
         if failures:
-            result["pipelineRunErrorMessage"] = "Completed with errors (ContinueOnErrors): " + "; ".join(
-                failures
-            )
+            result["pipelineRunErrorMessage"] = "Completed with errors (ContinueOnErrors): " + "; ".join(failures)
         return result
 
     # --- import ----------------------------------------------------------------------------------------
@@ -359,8 +372,8 @@ class RunEngine:
         with tempfile.TemporaryDirectory(dir=self.workdir) as tmp:
             tar_path = Path(tmp) / "import.tar"
             try:
-                with tar_path.open("wb") as out:
-                    blob.download_blob(max_concurrency=2).readinto(out)
+                with tar_path.open("wb") as sink:
+                    blob.download_blob(max_concurrency=2).readinto(sink)
             except ResourceNotFoundError as e:
                 raise RunFailed(f"Blob '{blob_name}' was not found in container '{source['uri']}'.") from e
             except HttpResponseError as e:
@@ -369,14 +382,14 @@ class RunEngine:
             pacing.expected = max(self.world.speed.min_seconds, size / self.world.speed.bytes_per_second)
             expected = req.get("catalogDigest")
             if expected and expected != sha:
-                raise RunFailed(
-                    f"Catalog digest mismatch for blob '{blob_name}': expected {expected}, blob has {sha}."
-                )
+                raise RunFailed(f"Catalog digest mismatch for blob '{blob_name}': expected {expected}, blob has {sha}.")
             try:
                 result = import_layout(
-                    tar_path, self.world.registries[rec["registry"]],
-                    overwrite_tags="OverwriteTags" in options, continue_on_errors="ContinueOnErrors" in options,
-                )  # fmt: skip
+                    tar_path,
+                    self.world.registries[rec["registry"]],
+                    overwrite_tags="OverwriteTags" in options,
+                    continue_on_errors="ContinueOnErrors" in options,
+                )
             except (ImportFailed, LayoutError) as e:
                 raise RunFailed(f"Import failed: {e}") from e
         if "DeleteSourceBlobOnSuccess" in options and not result.failed:
@@ -387,9 +400,13 @@ class RunEngine:
         out: dict[str, Any] = {
             "catalogDigest": sha,
             "importedArtifacts": list(result.imported),
-            "source": {"type": "AzureStorageBlob", "uri": f"{source['uri']}/{blob_name}",
-                       "keyVaultUri": source.get("keyVaultUri"), "storageAccessMode": source.get("storageAccessMode")},
-        }  # fmt: skip
+            "source": {
+                "type": "AzureStorageBlob",
+                "uri": f"{source['uri']}/{blob_name}",
+                "keyVaultUri": source.get("keyVaultUri"),
+                "storageAccessMode": source.get("storageAccessMode"),
+            },
+        }
         if result.failed:
             out["pipelineRunErrorMessage"] = "Completed with errors (ContinueOnErrors): " + "; ".join(
                 f"{ref}: {why}" for ref, why in result.failed
@@ -404,10 +421,7 @@ class RunEngine:
             for key, pipeline in list(self.world.pipelines.items()):
                 res = pipeline["resource"]
                 props = res["properties"]
-                if (
-                    "importPipelines" not in res["type"]
-                    or props["trigger"]["sourceTrigger"]["status"] != "Enabled"
-                ):
+                if "importPipelines" not in res["type"] or props["trigger"]["sourceTrigger"]["status"] != "Enabled":
                     continue
                 try:
                     blobs = await asyncio.to_thread(self._qualifying_blobs, props["source"])
@@ -422,15 +436,15 @@ class RunEngine:
 
     def _qualifying_blobs(self, source: dict[str, Any]) -> list[tuple[str, str]]:
         container = ContainerClient.from_container_url(
-            self._direct(source["uri"]), credential=self._credential(source), connection_verify=self.ca,
-            retry_policy=LinearRetry(backoff=0.2, random_jitter_range=0, retry_total=1),
-        )  # fmt: skip
+            self._direct(source["uri"]),
+            credential=self._credential(source),
+            connection_verify=self.ca,
+            retry_policy=LinearRetry(backoff=1, random_jitter_range=0, retry_total=1),
+        )
         now = datetime.now(UTC)
         found = []
         for b in container.list_blobs(include=["metadata"]):
-            if (b.metadata or {}).get(
-                "category"
-            ) != "acr-transfer-blob" or not b.content_settings.content_md5:
+            if (b.metadata or {}).get("category") != "acr-transfer-blob" or not b.content_settings.content_md5:
                 continue
             if b.last_modified and now - b.last_modified > TRIGGER_MAX_AGE:
                 continue
@@ -445,12 +459,15 @@ class RunEngine:
             "pipelineResourceId": pipeline["id"],
             "source": {"type": "AzureStorageBlob", "name": blob_name},
         }
-        sysdata = {"createdBy": "SourceTrigger", "createdByType": "Application", "createdAt": utcnow_iso(),
-                   "lastModifiedBy": "SourceTrigger", "lastModifiedByType": "Application",
-                   "lastModifiedAt": utcnow_iso()}  # fmt: skip
-        self.create(
-            registry, rid, req, None, sysdata, fingerprint=uuid.uuid4().hex, trigger_time=utcnow_iso()
-        )
+        sysdata = {
+            "createdBy": "SourceTrigger",
+            "createdByType": "Application",
+            "createdAt": utcnow_iso(),
+            "lastModifiedBy": "SourceTrigger",
+            "lastModifiedByType": "Application",
+            "lastModifiedAt": utcnow_iso(),
+        }
+        self.create(registry, rid, req, None, sysdata, fingerprint=uuid.uuid4().hex, trigger_time=utcnow_iso())
 
 
 def _digests(path: Path) -> tuple[str, bytearray, int]:

@@ -194,10 +194,7 @@ def forward_headers(raw: list[tuple[bytes, bytes]], *, request: bool) -> list[tu
             uvicorn sets itself.
     """
     named = {
-        token.strip().lower()
-        for name, value in raw
-        if name.lower() == b"connection"
-        for token in value.split(b",")
+        token.strip().lower() for name, value in raw if name.lower() == b"connection" for token in value.split(b",")
     }
     dropped = HOP_BY_HOP | named | (frozenset() if request else ADDED_BY_SERVER | {b"transfer-encoding"})
     return [(name.lower(), value) for name, value in raw if name.lower() not in dropped]

@@ -68,9 +68,7 @@ class World:
             name: VaultStore(name, saved.get("vaults", {}).get(name), on_change=self.mark_dirty)
             for name in topo["vaults"]
         }
-        self.registries = {
-            name: RegistryStore(state_dir / "registries" / name, name) for name in topo["registries"]
-        }
+        self.registries = {name: RegistryStore(state_dir / "registries" / name, name) for name in topo["registries"]}
         # ARM resources, keyed by lower-cased resource id (ARM ids are case-insensitive)
         self.pipelines: dict[str, dict[str, Any]] = saved.get("pipelines", {})
         self.runs: dict[str, dict[str, Any]] = saved.get("runs", {})
@@ -82,9 +80,7 @@ class World:
 
     # --- ids -------------------------------------------------------------------------------------------
     def registry_id(self, registry: str) -> str:
-        return (
-            f"/subscriptions/{self.sub}/resourceGroups/{self.rg}/providers/{PROVIDER}/registries/{registry}"
-        )
+        return f"/subscriptions/{self.sub}/resourceGroups/{self.rg}/providers/{PROVIDER}/registries/{registry}"
 
     def child_id(self, registry: str, kind: str, name: str) -> str:
         return f"{self.registry_id(registry)}/{kind}/{name}"

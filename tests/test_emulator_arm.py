@@ -24,14 +24,17 @@ def run_name(prefix: str = "run") -> str:
     return prefix + uuid.uuid4().hex[:12]
 
 
-def export_request(standin: StandIn, artifacts: list[str], blob: str, pipeline: str = "exportpipeline") -> m.PipelineRun:
+def export_request(
+    standin: StandIn, artifacts: list[str], blob: str, pipeline: str = "exportpipeline"
+) -> m.PipelineRun:
     pid = f"{standin.topology['registries']['sourceregistry']['id']}/exportPipelines/{pipeline}"
     return m.PipelineRun(
         request=m.PipelineRunRequest(
-            pipeline_resource_id=pid, artifacts=artifacts,
+            pipeline_resource_id=pid,
+            artifacts=artifacts,
             target=m.PipelineRunTargetProperties(type="AzureStorageBlob", name=blob),
         )
-    )  # fmt: skip
+    )
 
 
 @pytest.fixture(scope="module")
@@ -62,17 +65,42 @@ def runs_path(standin: StandIn, registry: str = "sourceregistry", name: str = ""
         ("bad-name", None, "InvalidResourceName", None),
         ("abc", None, "InvalidResourceName", None),
         (None, lambda r: r.request.artifacts.clear(), "InvalidParameter", "properties.request.artifacts"),
-        (None, lambda r: r.request.artifacts.extend(f"a/b:{i}" for i in range(51)), "InvalidParameter",
-         "properties.request.artifacts"),
-        (None, lambda r: setattr(r.request, "target", None), "InvalidParameter", "properties.request.target.name"),
-        (None, lambda r: setattr(r.request, "pipeline_resource_id", r.request.pipeline_resource_id + "x"),
-         "InvalidParameter", "properties.request.pipelineResourceId"),
-        (None, lambda r: setattr(r.request, "pipeline_resource_id",
-                                 r.request.pipeline_resource_id.replace("sourceregistry", "targetregistry")),
-         "InvalidParameter", "properties.request.pipelineResourceId"),
-        (None, lambda r: r.request.artifacts.append("UPPER/case"), "InvalidParameter", "properties.request.artifacts"),
+        (
+            None,
+            lambda r: r.request.artifacts.extend(f"a/b:{i}" for i in range(51)),
+            "InvalidParameter",
+            "properties.request.artifacts",
+        ),
+        (
+            None,
+            lambda r: setattr(r.request, "target", None),
+            "InvalidParameter",
+            "properties.request.target.name",
+        ),
+        (
+            None,
+            lambda r: setattr(r.request, "pipeline_resource_id", r.request.pipeline_resource_id + "x"),
+            "InvalidParameter",
+            "properties.request.pipelineResourceId",
+        ),
+        (
+            None,
+            lambda r: setattr(
+                r.request,
+                "pipeline_resource_id",
+                r.request.pipeline_resource_id.replace("sourceregistry", "targetregistry"),
+            ),
+            "InvalidParameter",
+            "properties.request.pipelineResourceId",
+        ),
+        (
+            None,
+            lambda r: r.request.artifacts.append("UPPER/case"),
+            "InvalidParameter",
+            "properties.request.artifacts",
+        ),
     ],
-)  # fmt: skip
+)
 def test_run_validation_answers_arm_error_codes(standin, artifact, name, mutate, code, target) -> None:
     req = export_request(standin, [artifact], "validation.tar")
     if mutate:
@@ -85,7 +113,7 @@ def test_run_validation_answers_arm_error_codes(standin, artifact, name, mutate,
     if target:
         assert exc.value.error.target == target
     # nothing was created
-    assert [r for r in standin.requests("arm") if r["method"] == "PUT"][0]["status"] == 400
+    assert next(r for r in standin.requests("arm") if r["method"] == "PUT")["status"] == 400
 
 
 def test_import_run_needs_a_source_blob(standin: StandIn) -> None:
@@ -120,9 +148,11 @@ def test_unknown_api_version_and_missing_or_bad_tokens(standin: StandIn) -> None
     from azure.mgmt.containerregistry import ContainerRegistryManagementClient
 
     client = ContainerRegistryManagementClient(
-        BadCredential(), standin.env["AZURE_SUBSCRIPTION_ID"], base_url=standin.env["ACR_TRANSFER_ARM_ENDPOINT"],
+        BadCredential(),
+        standin.env["AZURE_SUBSCRIPTION_ID"],
+        base_url=standin.env["ACR_TRANSFER_ARM_ENDPOINT"],
         credential_scopes=[standin.env["ACR_TRANSFER_ARM_SCOPE"]],
-    )  # fmt: skip
+    )
     with pytest.raises(ClientAuthenticationError):
         client.pipeline_runs.get(RG, "sourceregistry", "doesnotmatter")
 
@@ -135,8 +165,9 @@ def test_missing_resources_raise_resource_not_found(standin: StandIn) -> None:
         client.export_pipelines.get(RG, "sourceregistry", "nosuchpipeline")
     with pytest.raises(ResourceNotFoundError):
         client.registries.get(RG, "nosuchregistry")
-    assert client.registries.get(RG, "sourceregistry").login_server == (
-        standin.topology["registries"]["sourceregistry"]["login_server"]
+    assert (
+        client.registries.get(RG, "sourceregistry").login_server
+        == (standin.topology["registries"]["sourceregistry"]["login_server"])
     )
 
 
@@ -218,7 +249,9 @@ def test_forced_failure_and_hang_outcomes(standin: StandIn, artifact: str) -> No
     assert client.pipeline_runs.get(RG, "sourceregistry", failing).response.pipeline_run_error_message == (
         "Transient storage error: 503 ServerBusy"
     )
-    client.pipeline_runs.begin_create(RG, "sourceregistry", hanging, export_request(standin, [artifact], f"{hanging}.tar"))
+    client.pipeline_runs.begin_create(
+        RG, "sourceregistry", hanging, export_request(standin, [artifact], f"{hanging}.tar")
+    )
     time.sleep(1.0)
     run = client.pipeline_runs.get(RG, "sourceregistry", hanging)
     assert run.provisioning_state == "Creating" and run.response.status == "Running"
@@ -254,10 +287,18 @@ def test_pipelines_crud_and_storage_access_mode(standin: StandIn) -> None:
     registry_id = standin.topology["registries"]["targetregistry"]["id"]
     path = f"{registry_id}/importPipelines/miimport"
     container = standin.topology["storage_accounts"]["targetstorage"]["containers"]["transfer"]
-    body = {"identity": {"type": "SystemAssigned"},
-            "properties": {"source": {"type": "AzureStorageBlobContainer", "uri": container,
-                                      "storageAccessMode": "ManagedIdentity"},
-                           "trigger": {"sourceTrigger": {"status": "Disabled"}}, "options": ["OverwriteTags"]}}  # fmt: skip
+    body = {
+        "identity": {"type": "SystemAssigned"},
+        "properties": {
+            "source": {
+                "type": "AzureStorageBlobContainer",
+                "uri": container,
+                "storageAccessMode": "ManagedIdentity",
+            },
+            "trigger": {"sourceTrigger": {"status": "Disabled"}},
+            "options": ["OverwriteTags"],
+        },
+    }
     r = raw(standin, "PUT", path + "?api-version=2025-06-01-preview", json=body)
     assert r.status_code == 200, r.text
     got = r.json()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 
@@ -22,22 +23,48 @@ def unique(prefix: str) -> str:
     return prefix + uuid.uuid4().hex[:10]
 
 
-def new_pipeline(standin: StandIn, kind: str, name: str, account: str, container: str, vault: str, secret: str,
-                 options: list[str] | None = None) -> str:  # fmt: skip
+def new_pipeline(
+    standin: StandIn,
+    kind: str,
+    name: str,
+    account: str,
+    container: str,
+    vault: str,
+    secret: str,
+    options: list[str] | None = None,
+) -> str:
     client = azure.arm()
     uri = standin.topology["storage_accounts"][account]["containers"][container]
     secret_uri = f"{standin.topology['vaults'][vault]['url']}/secrets/{secret}"
     if kind == "export":
-        p = client.export_pipelines.begin_create(RG, "sourceregistry", name, m.ExportPipeline(
-            identity=m.IdentityProperties(type="SystemAssigned"), options=options or [],
-            target=m.ExportPipelineTargetProperties(type="AzureStorageBlobContainer", uri=uri, key_vault_uri=secret_uri),
-        )).result()  # fmt: skip
+        p = client.export_pipelines.begin_create(
+            RG,
+            "sourceregistry",
+            name,
+            m.ExportPipeline(
+                identity=m.IdentityProperties(type="SystemAssigned"),
+                options=options or [],
+                target=m.ExportPipelineTargetProperties(
+                    type="AzureStorageBlobContainer", uri=uri, key_vault_uri=secret_uri
+                ),
+            ),
+        ).result()
     else:
-        p = client.import_pipelines.begin_create(RG, "targetregistry", name, m.ImportPipeline(
-            identity=m.IdentityProperties(type="SystemAssigned"), options=options or [],
-            source=m.ImportPipelineSourceProperties(type="AzureStorageBlobContainer", uri=uri, key_vault_uri=secret_uri),
-            trigger=m.PipelineTriggerProperties(source_trigger=m.PipelineSourceTriggerProperties(status="Disabled")),
-        )).result()  # fmt: skip
+        p = client.import_pipelines.begin_create(
+            RG,
+            "targetregistry",
+            name,
+            m.ImportPipeline(
+                identity=m.IdentityProperties(type="SystemAssigned"),
+                options=options or [],
+                source=m.ImportPipelineSourceProperties(
+                    type="AzureStorageBlobContainer", uri=uri, key_vault_uri=secret_uri
+                ),
+                trigger=m.PipelineTriggerProperties(
+                    source_trigger=m.PipelineSourceTriggerProperties(status="Disabled")
+                ),
+            ),
+        ).result()
     return str(p.id)
 
 
@@ -45,23 +72,32 @@ def run(registry: str, request: m.PipelineRunRequest) -> m.PipelineRun:
     """Create a run, wait for it, and return it as a GET shows it (never the LRO's word alone)."""
     client = azure.arm()
     name = unique("run")
-    try:
+    # a Failed run raises from the poller; the GET below is what counts
+    with contextlib.suppress(HttpResponseError):
         client.pipeline_runs.begin_create(RG, registry, name, m.PipelineRun(request=request)).result()
-    except HttpResponseError:
-        pass  # a Failed run raises from the poller; the GET below is what counts
     return client.pipeline_runs.get(RG, registry, name)
 
 
 def export(pipeline_id: str, artifacts: list[str], blob: str) -> m.PipelineRun:
-    return run("sourceregistry", m.PipelineRunRequest(
-        pipeline_resource_id=pipeline_id, artifacts=artifacts,
-        target=m.PipelineRunTargetProperties(type="AzureStorageBlob", name=blob)))  # fmt: skip
+    return run(
+        "sourceregistry",
+        m.PipelineRunRequest(
+            pipeline_resource_id=pipeline_id,
+            artifacts=artifacts,
+            target=m.PipelineRunTargetProperties(type="AzureStorageBlob", name=blob),
+        ),
+    )
 
 
 def import_(pipeline_id: str, blob: str, digest: str | None = None) -> m.PipelineRun:
-    return run("targetregistry", m.PipelineRunRequest(
-        pipeline_resource_id=pipeline_id, catalog_digest=digest,
-        source=m.PipelineRunSourceProperties(type="AzureStorageBlob", name=blob)))  # fmt: skip
+    return run(
+        "targetregistry",
+        m.PipelineRunRequest(
+            pipeline_resource_id=pipeline_id,
+            catalog_digest=digest,
+            source=m.PipelineRunSourceProperties(type="AzureStorageBlob", name=blob),
+        ),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -132,8 +168,16 @@ def test_import_tag_conflict_digest_check_and_overwrite(standin: StandIn) -> Non
     assert refused.provisioning_state == "Failed"
     assert f"{repo}:v1" in refused.response.pipeline_run_error_message
     assert "OverwriteTags" in refused.response.pipeline_run_error_message
-    overwriting = new_pipeline(standin, "import", "overwriteimport", "sourcestorage", "transfer", "targetvault",
-                               "acrdirectsas", options=["OverwriteTags", "DeleteSourceBlobOnSuccess"])  # fmt: skip
+    overwriting = new_pipeline(
+        standin,
+        "import",
+        "overwriteimport",
+        "sourcestorage",
+        "transfer",
+        "targetvault",
+        "acrdirectsas",
+        options=["OverwriteTags", "DeleteSourceBlobOnSuccess"],
+    )
     done = import_(overwriting, blob, exported.response.catalog_digest)
     assert done.response.status == "Succeeded" and done.response.imported_artifacts == [f"{repo}:v1"]
     assert manifest_digest(dst, repo, "v1", standin.ca)[0] == pushed.digest
@@ -162,8 +206,11 @@ def test_source_trigger_imports_a_qualifying_blob_exactly_once(standin: StandIn)
     target.get_blob_client("triggered", plain).upload_blob(b"not an export", overwrite=True)
 
     def trigger_runs() -> list[m.PipelineRun]:
-        return [r for r in azure.arm().pipeline_runs.list(RG, "targetregistry")
-                if r.request.source and r.request.source.name in (blob, plain)]  # fmt: skip
+        return [
+            r
+            for r in azure.arm().pipeline_runs.list(RG, "targetregistry")
+            if r.request.source and r.request.source.name in (blob, plain)
+        ]
 
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and not any(r.provisioning_state == "Succeeded" for r in trigger_runs()):

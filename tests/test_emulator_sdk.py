@@ -36,10 +36,18 @@ def test_sdk_roundtrip_with_only_the_env_file(standin: StandIn) -> None:
     env_file = standin.state_dir / "env"
     clean_env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp")}
     proc = subprocess.run(
-        ["bash", "-c", f'source "{env_file}" && exec "{sys.executable}" "{SCRIPTS / "sdk_roundtrip.py"}" "$@"', "-",
-         *artifacts],
-        env=clean_env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            "bash",
+            "-c",
+            f'source "{env_file}" && exec "{sys.executable}" "{SCRIPTS / "sdk_roundtrip.py"}" "$@"',
+            "-",
+            *artifacts,
+        ],
+        env=clean_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     seen = json.loads(proc.stdout.strip().splitlines()[-1])
     assert seen["pipeline_state"] == "Succeeded"

@@ -82,9 +82,7 @@ class Storage:
             credential = {"account_name": account, "account_key": self.keys[account]}
         if "retry_total" not in kw:
             kw.setdefault("retry_policy", fast_retry())
-        client = BlobServiceClient(
-            self.url(account), credential=credential, connection_verify=str(self.tls.ca), **kw
-        )
+        client = BlobServiceClient(self.url(account), credential=credential, connection_verify=str(self.tls.ca), **kw)
         self.clients.append(client)
         return client
 
@@ -103,29 +101,45 @@ def storage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Storage]:
     app = storage_proxy_app(azurite.url, tls.ca, controller)
     endpoint = TlsEndpoint("storage", app, tls)
     s = Storage(state_dir, tls, keys, azurite, controller, endpoint, loop, app.app)
-    t0 = time.monotonic()
-    s.run(azurite.start())
-    print(f"azurite started in {time.monotonic() - t0:.2f} s")
-    s.serving = asyncio.run_coroutine_threadsafe(endpoint.serve(), loop)
-    while not endpoint.server.started:
-        time.sleep(0.01)
-    s.service(SRC).create_container("data")
-    s.service(DST).create_container("import")
     try:
+        t0 = time.monotonic()
+        s.run(azurite.start())
+        print(f"azurite started in {time.monotonic() - t0:.2f} s")
+        s.serving = asyncio.run_coroutine_threadsafe(endpoint.serve(), loop)
+        wait_until_serving(endpoint, s.serving)
+        s.service(SRC).create_container("data")
+        s.service(DST).create_container("import")
         yield s
     finally:
-        for client in s.clients:
-            client.close()
-        # sockets of failed requests live on in pytest's exception info until collected; the proxy's
-        # graceful shutdown would wait for them
-        gc.collect()
+        teardown(s, thread)
+
+
+def wait_until_serving(endpoint: TlsEndpoint, serving: Any, timeout: float = 10) -> None:
+    """Block until uvicorn accepts connections. Raises: RuntimeError if it stopped or never started."""
+    deadline = time.monotonic() + timeout
+    while not endpoint.server.started:
+        if serving.done() or time.monotonic() > deadline:
+            raise RuntimeError(f"the storage proxy did not start: {serving}")
+        time.sleep(0.01)
+
+
+def teardown(s: Storage, thread: threading.Thread) -> None:
+    """Close clients, stop Azurite and the proxy, and end the loop thread."""
+    for client in s.clients:
+        client.close()
+    # sockets of failed requests live on in pytest's exception info until collected; the proxy's
+    # graceful shutdown would wait for them
+    gc.collect()
+    try:
         s.run(s.azurite.stop())  # first, so its keep-alive connections (copy-source HEADs) close too
-        endpoint.stop()
-        s.serving.result(10)
+        if s.serving is not None:
+            s.endpoint.stop()
+            s.serving.result(10)
         s.run(s.proxy.aclose())
-        loop.call_soon_threadsafe(loop.stop)
+    finally:
+        s.loop.call_soon_threadsafe(s.loop.stop)
         thread.join(5)
-        loop.close()
+        s.loop.close()
 
 
 @pytest.fixture(autouse=True)
@@ -246,9 +260,7 @@ def test_read_only_https_sas_lists_but_cannot_write(storage: Storage) -> None:
 
 
 def test_expired_sas_is_rejected(storage: Storage) -> None:
-    sas = generate_container_sas(
-        SRC, "data", account_key=storage.keys[SRC], permission="rl", expiry=in_hours(-1)
-    )
+    sas = generate_container_sas(SRC, "data", account_key=storage.keys[SRC], permission="rl", expiry=in_hours(-1))
     container = storage.service(SRC, sas, retry_total=0).get_container_client("data")
     with pytest.raises(HttpResponseError) as e:
         list(container.list_blobs())
@@ -379,9 +391,7 @@ def test_20_mib_streams_through_the_proxy(storage: Storage) -> None:
     """Upload and download 20 MiB with a streaming client: the proxy must not buffer the blob."""
     chunk, count = os.urandom(1024 * 1024), 20
     size, digest = len(chunk) * count, hashlib.md5(chunk * count).digest()
-    sas = generate_container_sas(
-        SRC, "data", account_key=storage.keys[SRC], permission="rcw", expiry=in_hours(1)
-    )
+    sas = generate_container_sas(SRC, "data", account_key=storage.keys[SRC], permission="rcw", expiry=in_hours(1))
     url = f"{storage.url(SRC)}/data/big.bin?{sas}"
     verify = ssl.create_default_context(cafile=str(storage.tls.ca))
     with httpx.Client(verify=verify, timeout=60) as client:
@@ -470,9 +480,7 @@ def test_stop_kills_a_tree_that_ignores_sigterm(tmp_path: Path) -> None:
 def test_restart_keeps_blobs_keys_and_sas(storage: Storage) -> None:
     """Last on purpose: it restarts the module's Azurite (same state dir, same port, so the proxy stays)."""
     storage.service(SRC).get_blob_client("data", "keep.txt").upload_blob(b"kept", overwrite=True)
-    sas = generate_blob_sas(
-        SRC, "data", "keep.txt", account_key=storage.keys[SRC], permission="r", expiry=in_hours(1)
-    )
+    sas = generate_blob_sas(SRC, "data", "keep.txt", account_key=storage.keys[SRC], permission="r", expiry=in_hours(1))
     old = storage.azurite
     pid = old.pid
     assert pid is not None

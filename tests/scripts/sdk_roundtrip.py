@@ -12,6 +12,7 @@ import os
 import sys
 import time
 import uuid
+from pathlib import Path
 
 from azure.identity import DefaultAzureCredential
 from azure.keyvault.secrets import SecretClient
@@ -21,7 +22,7 @@ from azure.storage.blob import BlobClient
 
 
 def main(artifacts: list[str]) -> dict:
-    topo = json.load(open(os.environ["ACR_TRANSFER_EMULATOR_TOPOLOGY"]))
+    topo = json.loads(Path(os.environ["ACR_TRANSFER_EMULATOR_TOPOLOGY"]).read_text())
     rg = os.environ["AZURE_RESOURCE_GROUP"]
     credential = DefaultAzureCredential()
     arm = ContainerRegistryManagementClient(
@@ -36,42 +37,69 @@ def main(artifacts: list[str]) -> dict:
     export_secret = topo["vaults"]["sourcevault"]["secrets"]["acrexportsas"]
     # a new export pipeline, created the way a user would
     pipeline = arm.export_pipelines.begin_create(
-        rg, "sourceregistry", "sdkexport",
+        rg,
+        "sourceregistry",
+        "sdkexport",
         m.ExportPipeline(
             identity=m.IdentityProperties(type="SystemAssigned"),
-            target=m.ExportPipelineTargetProperties(type="AzureStorageBlobContainer", uri=container,
-                                                    key_vault_uri=export_secret),
+            target=m.ExportPipelineTargetProperties(
+                type="AzureStorageBlobContainer", uri=container, key_vault_uri=export_secret
+            ),
             options=["OverwriteBlobs"],
         ),
-    ).result()  # fmt: skip
+    ).result()
     out["pipeline_state"] = pipeline.provisioning_state
     blob_name = f"sdk/{uuid.uuid4().hex}.tar"
     export = arm.pipeline_runs.begin_create(
-        rg, "sourceregistry", "sdkexport" + uuid.uuid4().hex[:8],
-        m.PipelineRun(request=m.PipelineRunRequest(
-            pipeline_resource_id=pipeline.id, artifacts=artifacts,
-            target=m.PipelineRunTargetProperties(type="AzureStorageBlob", name=blob_name))),
-    ).result()  # fmt: skip
+        rg,
+        "sourceregistry",
+        "sdkexport" + uuid.uuid4().hex[:8],
+        m.PipelineRun(
+            request=m.PipelineRunRequest(
+                pipeline_resource_id=pipeline.id,
+                artifacts=artifacts,
+                target=m.PipelineRunTargetProperties(type="AzureStorageBlob", name=blob_name),
+            )
+        ),
+    ).result()
     export = arm.pipeline_runs.get(rg, "sourceregistry", export.name)  # never trust the LRO alone
-    out["export"] = {"state": export.provisioning_state, "status": export.response.status,
-                     "digest": export.response.catalog_digest, "error": export.response.pipeline_run_error_message}
+    out["export"] = {
+        "state": export.provisioning_state,
+        "status": export.response.status,
+        "digest": export.response.catalog_digest,
+        "error": export.response.pipeline_run_error_message,
+    }
     # the blob, read with the SAS the pipeline uses, fetched from Key Vault
     vault = SecretClient(topo["vaults"]["sourcevault"]["url"], credential, verify_challenge_resource=False)
     sas = vault.get_secret("acrexportsas").value.lstrip("?")
     props = BlobClient.from_blob_url(f"{container}/{blob_name}", credential=sas).get_blob_properties()
-    out["blob"] = {"metadata": props.metadata, "md5": bool(props.content_settings.content_md5), "size": props.size}
+    out["blob"] = {
+        "metadata": props.metadata,
+        "md5": bool(props.content_settings.content_md5),
+        "size": props.size,
+    }
     directimport = topo["pipelines"]["directimport"]["id"]
     started = time.monotonic()
     imported = arm.pipeline_runs.begin_create(
-        rg, "targetregistry", "sdkimport" + uuid.uuid4().hex[:8],
-        m.PipelineRun(request=m.PipelineRunRequest(
-            pipeline_resource_id=directimport, catalog_digest=export.response.catalog_digest,
-            source=m.PipelineRunSourceProperties(type="AzureStorageBlob", name=blob_name))),
-    ).result()  # fmt: skip
+        rg,
+        "targetregistry",
+        "sdkimport" + uuid.uuid4().hex[:8],
+        m.PipelineRun(
+            request=m.PipelineRunRequest(
+                pipeline_resource_id=directimport,
+                catalog_digest=export.response.catalog_digest,
+                source=m.PipelineRunSourceProperties(type="AzureStorageBlob", name=blob_name),
+            )
+        ),
+    ).result()
     imported = arm.pipeline_runs.get(rg, "targetregistry", imported.name)
-    out["import"] = {"state": imported.provisioning_state, "status": imported.response.status,
-                     "imported": imported.response.imported_artifacts, "seconds": time.monotonic() - started,
-                     "error": imported.response.pipeline_run_error_message}
+    out["import"] = {
+        "state": imported.provisioning_state,
+        "status": imported.response.status,
+        "imported": imported.response.imported_artifacts,
+        "seconds": time.monotonic() - started,
+        "error": imported.response.pipeline_run_error_message,
+    }
     return out
 
 

@@ -44,7 +44,12 @@ def container_sas(standin: StandIn, account: str, container: str, permission: st
     """A SAS as ACR's docs store it ('?' + token, https only); negative hours give an expired one."""
     start = datetime.now(UTC) - timedelta(hours=2)
     token = generate_container_sas(
-        account, container, account_key=standin.storage_key(account), permission=permission,
-        expiry=datetime.now(UTC) + timedelta(hours=hours), start=start, protocol="https",
-    )  # fmt: skip
+        account,
+        container,
+        account_key=standin.storage_key(account),
+        permission=permission,
+        expiry=datetime.now(UTC) + timedelta(hours=hours),
+        start=start,
+        protocol="https",
+    )
     return "?" + token

@@ -39,7 +39,9 @@ class Pushed:
 
 def client(login_server: str) -> oras.client.OrasClient:
     """An oras client for ``127.0.0.1:PORT`` over TLS, trusting the stand-in's CA (``REQUESTS_CA_BUNDLE``)."""
-    return oras.client.OrasClient(hostname=login_server, insecure=False, tls_verify=os.environ.get("REQUESTS_CA_BUNDLE", True))
+    return oras.client.OrasClient(
+        hostname=login_server, insecure=False, tls_verify=os.environ.get("REQUESTS_CA_BUNDLE", True)
+    )
 
 
 def push_file_artifact(login_server: str, repo: str, tag: str, payload: bytes) -> Pushed:
@@ -65,22 +67,38 @@ def push_multiarch_index(login_server: str, repo: str, tag: str, seed: str) -> P
     children = []
     for arch in ("amd64", "arm64"):
         layer = f"{seed}-{arch}-layer".encode()
-        config = json.dumps({"architecture": arch, "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}).encode()
+        config = json.dumps(
+            {"architecture": arch, "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}
+        ).encode()
         for blob in (layer, config):
             _upload_blob(c, container, blob)
         manifest = json.dumps(
             {
                 "schemaVersion": 2,
                 "mediaType": OCI_MANIFEST,
-                "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest_of(config),
-                           "size": len(config)},
-                "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": digest_of(layer),
-                            "size": len(layer)}],
-            }  # fmt: skip
+                "config": {
+                    "mediaType": "application/vnd.oci.image.config.v1+json",
+                    "digest": digest_of(config),
+                    "size": len(config),
+                },
+                "layers": [
+                    {
+                        "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                        "digest": digest_of(layer),
+                        "size": len(layer),
+                    }
+                ],
+            }
         ).encode()
         _put_manifest(c, login_server, repo, digest_of(manifest), manifest, OCI_MANIFEST)
-        children.append({"mediaType": OCI_MANIFEST, "digest": digest_of(manifest), "size": len(manifest),
-                         "platform": {"architecture": arch, "os": "linux"}})  # fmt: skip
+        children.append(
+            {
+                "mediaType": OCI_MANIFEST,
+                "digest": digest_of(manifest),
+                "size": len(manifest),
+                "platform": {"architecture": arch, "os": "linux"},
+            }
+        )
     index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": children}).encode()
     _put_manifest(c, login_server, repo, tag, index, OCI_INDEX)
     return Pushed(repo, tag, digest_of(index))
@@ -109,6 +127,10 @@ def manifest_digest(login_server: str, repo: str, ref: str, ca: str) -> tuple[st
     import httpx
 
     accept = ", ".join([OCI_MANIFEST, OCI_INDEX, "application/vnd.docker.distribution.manifest.v2+json"])
-    r = httpx.get(f"https://{login_server}/v2/{repo}/manifests/{ref}", headers={"Accept": accept}, verify=ssl.create_default_context(cafile=ca))
+    r = httpx.get(
+        f"https://{login_server}/v2/{repo}/manifests/{ref}",
+        headers={"Accept": accept},
+        verify=ssl.create_default_context(cafile=ca),
+    )
     r.raise_for_status()
     return r.headers["Docker-Content-Digest"], r.content

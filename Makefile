@@ -1,0 +1,51 @@
+# acr-transfer — the two commands a newcomer needs: `make demo` and `make test`.
+# Everything installs itself: uv (into .tools/ when it is not on PATH), the Python env (uv sync), Azurite (npm ci).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
+PY_PACKAGES := acr_transfer flows tasks deployments emulator
+PYTEST_ARGS ?=
+
+.PHONY: help setup test lint format demo emulator bench clean
+
+help:
+	@echo "make demo      run a real transfer against the local Azure stand-in"
+	@echo "make test      run the test suite (installs what it needs)"
+	@echo "make lint      ruff check, ruff format --check, mypy"
+	@echo "make emulator  start the local Azure stand-in in the foreground (state in .emulator/)"
+
+$(CURDIR)/.tools/bin/uv:
+	python3 -m venv .tools
+	.tools/bin/pip install --quiet --disable-pip-version-check uv
+
+.venv/.synced: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --quiet
+	@touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+setup: .venv/.synced node_modules/.installed
+
+test: setup
+	$(UV) run --frozen pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(UV) run --frozen ruff check .
+	$(UV) run --frozen ruff format --check .
+	$(UV) run --frozen mypy $(PY_PACKAGES)
+
+format: setup
+	$(UV) run --frozen ruff format .
+	$(UV) run --frozen ruff check --fix .
+
+demo: setup
+	$(UV) run --frozen python -m deployments.demo
+
+emulator: setup
+	$(UV) run --frozen acr-transfer emulator up
+
+clean:
+	rm -rf .emulator .pytest_cache .mypy_cache .ruff_cache
