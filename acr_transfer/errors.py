@@ -1,0 +1,214 @@
+"""One error hierarchy for every failure a transfer can meet; callers catch by class.
+
+    AcrTransferError
+    ├── TransientError             worth retrying: the same call may succeed later
+    │   ├── ThrottledError         ARM/storage 429 (carries retry_after)
+    │   ├── ServiceUnavailableError 5xx, timeouts, dropped connections
+    │   └── RunFailedTransient     a pipeline run failed for a reason that may pass (storage busy, timeout)
+    └── PermanentError             retrying cannot help; a person must change something
+        ├── ConfigError            bad input: routes.yaml, a request, a name (nothing was created)
+        ├── PreflightError         one or more preflight checks failed (all are listed)
+        ├── AuthError              401/403: credential, RBAC, Key Vault access
+        ├── NotFoundError          a pipeline, registry, secret, container or blob does not exist
+        ├── SasTokenError          a SAS is expired, lacks a permission, or is not https-only
+        ├── RunFailedPermanent     a pipeline run failed for a reason that will not pass by itself
+        ├── VerificationError      artifacts missing from the target, or digests differ
+        └── RunTimeoutError        a run did not finish within the route's timeout
+
+``classify(exc)`` turns azure-core exceptions into these, keyed on HTTP status and the service's error
+code (never on the exception class alone: Azurite and Azure send different storage 403 codes).
+Every message is scrubbed of SAS signatures before it is stored anywhere.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+SIG_RE = re.compile(r"(?i)(sig=)[^&\s'\"]+")
+SAS_QUERY_RE = re.compile(r"(?i)(\?|&)(sv|se|sp|spr|sr|srt|ss|st|skoid|sktid|sig)=[^&\s'\"]*")
+
+
+def redact(text: str) -> str:
+    """Remove SAS signatures from any text (URLs with a query, error bodies, reprs)."""
+    return SIG_RE.sub(r"\1REDACTED", text)
+
+
+class AcrTransferError(Exception):
+    """Base of every error this project raises on purpose. ``str()`` is safe to log (no secrets)."""
+
+    retryable = False
+
+    def __init__(self, message: str, *, code: str | None = None, status: int | None = None) -> None:
+        super().__init__(redact(message))
+        self.code = code
+        self.status = status
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0])
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # keep pickling (Prefect persists exceptions in states) independent of keyword arguments
+        return (_rebuild, (type(self), self.message, self.code, self.status, dict(self.__dict__)))
+
+
+def _rebuild(cls: type[AcrTransferError], message: str, code: str | None, status: int | None, state: dict[str, Any]):
+    obj = cls.__new__(cls)
+    AcrTransferError.__init__(obj, message, code=code, status=status)
+    obj.__dict__.update(state)
+    return obj
+
+
+class TransientError(AcrTransferError):
+    """Worth retrying with backoff."""
+
+    retryable = True
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.retry_after = retry_after
+
+
+class ThrottledError(TransientError):
+    """The service answered 429; wait ``retry_after`` seconds."""
+
+
+class ServiceUnavailableError(TransientError):
+    """5xx, a timeout or a dropped connection."""
+
+
+class RunFailedTransient(TransientError):
+    """A pipeline run failed for a reason that may pass; a new attempt may succeed."""
+
+
+class PermanentError(AcrTransferError):
+    """Retrying cannot help; the message says what to change."""
+
+
+class ConfigError(PermanentError):
+    """Invalid input (routes.yaml, request, names); raised before anything is created."""
+
+
+class PreflightError(PermanentError):
+    """At least one preflight check failed; ``failures`` holds every failed check."""
+
+    def __init__(self, message: str, failures: list[Any] | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.failures = failures or []
+
+
+class AuthError(PermanentError):
+    """Authentication or authorisation failed (401/403)."""
+
+
+class NotFoundError(PermanentError):
+    """A resource does not exist."""
+
+
+class SasTokenError(PermanentError):
+    """A SAS token is expired, not yet valid, lacks a permission or allows plain http."""
+
+
+class RunFailedPermanent(PermanentError):
+    """A pipeline run failed for a reason that will not pass by itself."""
+
+
+class VerificationError(PermanentError):
+    """The target registry does not hold what was requested."""
+
+
+class RunTimeoutError(PermanentError):
+    """A run did not reach a terminal state within the route's timeout."""
+
+
+# storage error codes (Azurite's and Azure's) that mean the SAS or identity cannot do the operation
+_STORAGE_AUTH_CODES = {
+    "AuthorizationFailure",
+    "AuthenticationFailed",
+    "AuthorizationPermissionMismatch",
+    "AuthorizationResourceTypeMismatch",
+    "AuthorizationProtocolMismatch",
+    "AuthorizationSourceIPMismatch",
+    "InvalidAuthenticationInfo",
+    "CannotVerifyCopySource",
+}
+# words in pipelineRunErrorMessage that mark a failure a retry can fix
+_TRANSIENT_RUN_WORDS = re.compile(
+    r"(?i)\b(timeout|timed out|throttl|too many requests|server ?busy|service unavailable|internal server error|"
+    r"temporar|transient|try again|503|500|502|504|429|connection reset)\b"
+)
+
+
+def run_failure(message: str, run_name: str) -> AcrTransferError:
+    """Classify a Failed run by its ``pipelineRunErrorMessage``: transient only when it says so."""
+    text = f"Pipeline run '{run_name}' failed: {message}"
+    if _TRANSIENT_RUN_WORDS.search(message or "") and not re.search(r"\b403\b|Authorization|expired", message or ""):
+        return RunFailedTransient(text)
+    return RunFailedPermanent(text)
+
+
+def _error_code(exc: Any) -> str:
+    code = getattr(exc, "error_code", None)
+    if code is None:
+        err = getattr(exc, "error", None)
+        code = getattr(err, "code", None)
+    return str(getattr(code, "value", code) or "")
+
+
+def classify(exc: BaseException, what: str) -> AcrTransferError:
+    """Map any exception from an Azure SDK call to this hierarchy; ``what`` names the call for the message.
+
+    Already-classified errors pass through unchanged.
+    """
+    if isinstance(exc, AcrTransferError):
+        return exc
+    from azure.core.exceptions import (  # local: keep this module importable without azure-core
+        ClientAuthenticationError,
+        HttpResponseError,
+        ResourceNotFoundError,
+        ServiceRequestError,
+        ServiceResponseError,
+    )
+
+    if isinstance(exc, (ServiceRequestError, ServiceResponseError, ConnectionError, TimeoutError)):
+        return ServiceUnavailableError(f"{what}: connection problem ({type(exc).__name__}): {exc}")
+    if not isinstance(exc, HttpResponseError):
+        return PermanentError(f"{what}: unexpected {type(exc).__name__}: {exc}")
+    status = exc.status_code or 0
+    code = _error_code(exc)
+    detail = f"{what}: {status} {code}".rstrip() + f": {_first_line(exc)}"
+    retry_after = _retry_after(exc)
+    if status == 429:
+        return ThrottledError(detail, retry_after=retry_after, code=code, status=status)
+    if status >= 500 or status == 408:
+        return ServiceUnavailableError(detail, retry_after=retry_after, code=code, status=status)
+    if code in _STORAGE_AUTH_CODES or status == 403:
+        return AuthError(detail, code=code, status=status)
+    if isinstance(exc, ClientAuthenticationError) or status == 401:
+        return AuthError(detail, code=code, status=status)
+    if isinstance(exc, ResourceNotFoundError) or status == 404:
+        return NotFoundError(detail, code=code, status=status)
+    return PermanentError(detail, code=code, status=status)
+
+
+def _first_line(exc: Any) -> str:
+    err = getattr(exc, "error", None)
+    message = getattr(err, "message", None) or getattr(exc, "message", None) or str(exc)
+    return str(message).strip().splitlines()[0] if message else ""
+
+
+def _retry_after(exc: Any) -> float | None:
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None) or {}
+    for key in ("retry-after-ms", "x-ms-retry-after-ms"):
+        if key in headers:
+            try:
+                return float(headers[key]) / 1000
+            except ValueError:
+                pass
+    value = headers.get("Retry-After") if hasattr(headers, "get") else None
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None

@@ -1,0 +1,200 @@
+"""What a transfer is: routes, requests and results, as pydantic models.
+
+These are Prefect flow parameters too, so every field has a description (the Prefect UI renders them as a
+form) and no field ever holds a secret: SAS tokens are referenced by Key Vault secret URI or read from the
+pipelines at run time.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+ACR_NAME = re.compile(r"^[A-Za-z0-9]{5,50}$")
+ROUTE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+REGISTRY_ID = re.compile(
+    r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/Microsoft\.ContainerRegistry/"
+    r"registries/(?P<name>[^/]+)/?$",
+    re.IGNORECASE,
+)
+SECRET_URI = re.compile(r"^https://[^/\s?#]+/secrets/[A-Za-z0-9-]{1,127}/?$")
+PLACEHOLDERS = {"route", "transfer_id", "batch", "date"}
+
+
+class Strict(BaseModel):
+    """Unknown fields are errors: a typo must not silently become a default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RegistryRef(Strict):
+    """A registry by ARM resource id, or by subscription + resource group + name."""
+
+    resource_id: str | None = Field(
+        None,
+        description="ARM id: /subscriptions/SUB/resourceGroups/RG/providers/Microsoft.ContainerRegistry/registries/NAME",
+    )
+    subscription_id: str | None = Field(None, description="Subscription (default: AZURE_SUBSCRIPTION_ID)")
+    resource_group: str | None = Field(None, description="Resource group of the registry")
+    name: str | None = Field(None, description="Registry name (5-50 letters or digits)")
+
+    @model_validator(mode="after")
+    def _one_way_to_name_it(self) -> RegistryRef:
+        if self.resource_id:
+            m = REGISTRY_ID.match(self.resource_id)
+            if not m:
+                raise ValueError(
+                    f"registry resource_id '{self.resource_id}' is not a registry id "
+                    "(/subscriptions/…/resourceGroups/…/providers/Microsoft.ContainerRegistry/registries/NAME)"
+                )
+            for field, part in (("subscription_id", "sub"), ("resource_group", "rg"), ("name", "name")):
+                given = getattr(self, field)
+                if given and given.lower() != m.group(part).lower():
+                    raise ValueError(f"registry {field} '{given}' contradicts resource_id '{self.resource_id}'")
+            return self
+        if not (self.name and self.resource_group):
+            raise ValueError("name a registry by resource_id, or by resource_group and name")
+        if not ACR_NAME.match(self.name):
+            raise ValueError(f"registry name '{self.name}' must be 5-50 letters or digits")
+        return self
+
+    def parts(self, default_subscription: str | None) -> tuple[str, str, str]:
+        """(subscription, resource group, name); the subscription falls back to the default.
+
+        Raises:
+            ValueError: no subscription anywhere.
+        """
+        if self.resource_id:
+            m = REGISTRY_ID.match(self.resource_id)
+            assert m is not None
+            return m.group("sub"), m.group("rg"), m.group("name")
+        sub = self.subscription_id or default_subscription
+        if not sub:
+            raise ValueError(f"registry '{self.name}' has no subscription_id and AZURE_SUBSCRIPTION_ID is not set")
+        return sub, str(self.resource_group), str(self.name)
+
+    def arm_id(self, default_subscription: str | None) -> str:
+        sub, rg, name = self.parts(default_subscription)
+        return f"/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.ContainerRegistry/registries/{name}"
+
+    @property
+    def display(self) -> str:
+        return self.name or (self.resource_id or "").rstrip("/").rsplit("/", 1)[-1]
+
+
+def _pipeline_name(value: str) -> str:
+    if not ACR_NAME.match(value):
+        raise ValueError(f"pipeline name '{value}' must be 5-50 letters or digits (no '-' or '_')")
+    return value
+
+
+class SourceSide(Strict):
+    """Where artifacts come from."""
+
+    registry: RegistryRef = Field(..., description="Source registry")
+    export_pipeline: str = Field(..., description="Export pipeline on the source registry")
+
+    _check = field_validator("export_pipeline")(classmethod(lambda cls, v: _pipeline_name(v)))
+
+
+class TargetSide(Strict):
+    """Where artifacts go."""
+
+    registry: RegistryRef = Field(..., description="Target registry")
+    import_pipeline: str = Field(..., description="Import pipeline on the target registry")
+
+    _check = field_validator("import_pipeline")(classmethod(lambda cls, v: _pipeline_name(v)))
+
+
+class BridgeConfig(Strict):
+    """How the blob is copied when the export and import containers differ (server-side, no bytes pass here)."""
+
+    secret_uri: str | None = Field(
+        None,
+        description="Key Vault secret URI holding a SAS with create+write on the import container "
+        "(empty: the worker's own credential writes)",
+    )
+
+    @field_validator("secret_uri")
+    @classmethod
+    def _secret_uri(cls, value: str | None) -> str | None:
+        if value and not SECRET_URI.match(value):
+            raise ValueError(f"bridge secret_uri '{value}' must look like https://VAULT/secrets/NAME (no version)")
+        return value
+
+
+class CleanupPolicy(Strict):
+    """What may be deleted once a transfer is verified. Nothing of a failed transfer is ever deleted."""
+
+    delete_runs_after_days: int | None = Field(
+        30, ge=0, description="Delete succeeded run records older than this many days (empty: keep them)"
+    )
+    delete_export_blob: bool = Field(True, description="Delete the export-side blob after a verified import")
+
+
+class TransferRoute(Strict):
+    """One source → target path with its artifacts and policies (an entry of routes.yaml)."""
+
+    name: str = Field(..., description="Route name: lowercase letters, digits and '-'")
+    description: str = Field("", description="What this route is for")
+    source: SourceSide
+    target: TargetSide
+    artifacts: list[str] = Field(default_factory=list, description="Artifacts: repo, repo:tag or repo@sha256:…")
+    blob_name_template: str = Field(
+        "{route}/{transfer_id}/batch{batch}.tar",
+        description="Blob name; placeholders {route}, {transfer_id}, {batch}, {date}",
+    )
+    timeout_minutes: float = Field(60, gt=0, le=24 * 60, description="Longest a single run may take")
+    batch_size: int = Field(50, ge=1, le=50, description="Artifacts per pipeline run (ACR allows 50)")
+    bridge: BridgeConfig = Field(default_factory=BridgeConfig, description="Used when the containers differ")
+    cleanup: CleanupPolicy = Field(default_factory=CleanupPolicy)
+
+    @field_validator("name")
+    @classmethod
+    def _route_name(cls, value: str) -> str:
+        if not ROUTE_NAME.match(value):
+            raise ValueError(f"route name '{value}' must be lowercase letters, digits and '-' (1-63)")
+        return value
+
+    @field_validator("blob_name_template")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        names = set(re.findall(r"{([^{}]*)}", value))
+        unknown = names - PLACEHOLDERS
+        if unknown:
+            raise ValueError(
+                f"blob_name_template has unknown placeholders {sorted(unknown)}; use {sorted(PLACEHOLDERS)}"
+            )
+        if "transfer_id" not in names:
+            raise ValueError("blob_name_template must contain {transfer_id} so every transfer writes its own blob")
+        return value
+
+
+class TransferRequest(Strict):
+    """A transfer to run: a route, optionally other artifacts, and an id to resume by."""
+
+    route: TransferRoute = Field(..., description="The route (usually loaded from routes.yaml)")
+    artifacts: list[str] | None = Field(None, description="Transfer these instead of the route's artifacts")
+    transfer_id: str | None = Field(
+        None,
+        description="Stable id of this transfer (letters/digits, 6-20); default: derived from the flow run, "
+        "so a retried flow run continues the same transfer",
+    )
+    dry_run: bool = Field(False, description="Only plan and check; create nothing")
+
+    @field_validator("transfer_id")
+    @classmethod
+    def _tid(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[a-z0-9]{6,20}", value):
+            raise ValueError(f"transfer_id '{value}' must be 6-20 lowercase letters or digits")
+        return value
+
+    def wanted_artifacts(self) -> list[str]:
+        return list(self.artifacts) if self.artifacts else list(self.route.artifacts)
+
+
+def dump(model: BaseModel) -> dict[str, Any]:
+    """JSON-safe dict of a model (for Prefect parameters and artifacts)."""
+    return model.model_dump(mode="json", exclude_none=True)

@@ -1,0 +1,165 @@
+"""Artifacts, batches, and the names every step derives from one transfer id.
+
+Run and blob names are functions of (transfer id, batch, attempt): a retried or restarted flow computes
+the same names and so finds what an earlier attempt created, instead of transferring twice. ACR run
+names are 5-50 characters of ``[A-Za-z0-9]``; ours are ``x<tid>b<NNN>a<K>`` (export) and
+``i<tid>b<NNN>a<K>`` (import).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from acr_transfer.errors import ConfigError
+
+MAX_PER_RUN = 50
+REPO_RE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
+TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+DIGEST_RE = re.compile(r"^sha256:[a-f0-9]{64}$")
+BLOB_CHARS = re.compile(r"^[A-Za-z0-9._/-]+$")
+
+
+def normalise_artifact(ref: str) -> str:
+    """``repo`` → ``repo:latest``; ``repo:tag`` and ``repo@sha256:…`` stay as they are.
+
+    Raises:
+        ConfigError: naming the reference and what is wrong with it.
+    """
+    if not isinstance(ref, str) or not ref.strip():
+        raise ConfigError(f"artifact {ref!r} is empty; use repo, repo:tag or repo@sha256:<64 hex>")
+    ref = ref.strip()
+    if len(ref) > 512:
+        raise ConfigError(f"artifact '{ref[:40]}…' is longer than 512 characters")
+    if "@" in ref:
+        repo, _, digest = ref.partition("@")
+        if not DIGEST_RE.match(digest):
+            raise ConfigError(f"artifact '{ref}' has an invalid digest; expected sha256:<64 lowercase hex>")
+        tag = None
+    else:
+        slash = ref.rfind("/")
+        colon = ref.rfind(":")
+        repo, tag = (ref[:colon], ref[colon + 1 :]) if colon > slash else (ref, "latest")
+        if not TAG_RE.match(tag):
+            raise ConfigError(f"artifact '{ref}' has an invalid tag '{tag}'")
+        digest = None
+    if ".." in repo.split("/") or not REPO_RE.match(repo) or len(repo) > 256:
+        raise ConfigError(
+            f"artifact '{ref}' has an invalid repository '{repo}': lowercase letters, digits and . _ - separators, "
+            "path segments joined by '/'"
+        )
+    return f"{repo}@{digest}" if digest else f"{repo}:{tag}"
+
+
+def normalise_artifacts(refs: list[str]) -> list[str]:
+    """Normalise and de-duplicate, keeping the first order; every bad reference is reported at once.
+
+    Raises:
+        ConfigError: the list is empty or holds invalid references (all named).
+    """
+    if not refs:
+        raise ConfigError("no artifacts to transfer: give the route 'artifacts' or pass --artifact")
+    seen: dict[str, None] = {}
+    problems = []
+    for ref in refs:
+        try:
+            seen.setdefault(normalise_artifact(ref), None)
+        except ConfigError as e:
+            problems.append(e.message)
+    if problems:
+        shown = problems[:10] + ([f"… and {len(problems) - 10} more"] if len(problems) > 10 else [])
+        raise ConfigError("invalid artifacts:\n  " + "\n  ".join(shown))
+    return list(seen)
+
+
+def batches(artifacts: list[str], size: int = MAX_PER_RUN) -> list[list[str]]:
+    """Split into runs of at most ``size`` (ACR takes at most 50 artifacts per run)."""
+    size = max(1, min(size, MAX_PER_RUN))
+    return [artifacts[i : i + size] for i in range(0, len(artifacts), size)]
+
+
+def derive_transfer_id(seed: str) -> str:
+    """A stable 12-character id from a seed (the flow run id): the same seed gives the same id."""
+    return hashlib.sha256(seed.encode()).hexdigest()[:12]
+
+
+def run_name(kind: str, transfer_id: str, batch: int, attempt: int) -> str:
+    """``x…`` for export, ``i…`` for import; always 5-50 alphanumerics."""
+    prefix = {"export": "x", "import": "i"}[kind]
+    name = f"{prefix}{transfer_id}b{batch:03d}a{attempt}"
+    if not re.fullmatch(r"[A-Za-z0-9]{5,50}", name):
+        raise ConfigError(f"derived run name '{name}' is not 5-50 letters or digits")
+    return name
+
+
+def blob_name(template: str, *, route: str, transfer_id: str, batch: int, when: datetime | None = None) -> str:
+    """Render the route's blob name template and check it is a safe blob path.
+
+    Raises:
+        ConfigError: the result is empty, too long, has '..'/empty segments or odd characters.
+    """
+    when = when or datetime.now(UTC)
+    name = template.format(route=route, transfer_id=transfer_id, batch=f"{batch:03d}", date=when.strftime("%Y%m%d"))
+    segments = name.split("/")
+    if (
+        not name
+        or len(name) > 1024
+        or not BLOB_CHARS.match(name)
+        or any(s in ("", ".", "..") for s in segments)
+        or name.endswith(".")
+    ):
+        raise ConfigError(
+            f"blob name '{name[:80]}' from template '{template}' is not a safe blob path: use letters, digits, "
+            "'.', '_', '-' and '/' between non-empty segments, no '..'"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """One export run + one blob + one import run."""
+
+    index: int
+    artifacts: list[str]
+    blob_name: str
+
+    def export_run(self, transfer_id: str, attempt: int) -> str:
+        return run_name("export", transfer_id, self.index, attempt)
+
+    def import_run(self, transfer_id: str, attempt: int) -> str:
+        return run_name("import", transfer_id, self.index, attempt)
+
+
+@dataclass(frozen=True)
+class TransferPlan:
+    """Everything derived before anything is created."""
+
+    route: str
+    transfer_id: str
+    artifacts: list[str]
+    batches: list[BatchPlan] = field(default_factory=list)
+
+
+def plan_transfer(
+    route: str, template: str, transfer_id: str, refs: list[str], batch_size: int = MAX_PER_RUN
+) -> TransferPlan:
+    """Normalise, de-duplicate and batch the artifacts and name every blob.
+
+    ``{date}`` renders today's UTC date: a transfer resumed on another day would derive other blob names,
+    so resumable routes should leave it out (the default template does).
+
+    Raises:
+        ConfigError: bad artifacts or a bad blob name.
+    """
+    if not re.fullmatch(r"[a-z0-9]{6,20}", transfer_id):
+        raise ConfigError(f"transfer id '{transfer_id}' must be 6-20 lowercase letters or digits")
+    artifacts = normalise_artifacts(refs)
+    plans = [
+        BatchPlan(i, chunk, blob_name(template, route=route, transfer_id=transfer_id, batch=i))
+        for i, chunk in enumerate(batches(artifacts, batch_size), start=1)
+    ]
+    if len({p.blob_name for p in plans}) != len(plans):
+        raise ConfigError(f"blob_name_template '{template}' must contain {{batch}} when a transfer has several batches")
+    return TransferPlan(route, transfer_id, artifacts, plans)

@@ -1,0 +1,103 @@
+"""Where Azure is: ARM endpoint and scope, CA bundle, Key Vault challenge checking, polling and budgets.
+
+Public Azure, sovereign clouds and the local stand-in differ only here, never in code branches. Values
+come from the environment (``ACR_TRANSFER_*``, plus the SDKs' own ``AZURE_SUBSCRIPTION_ID`` and
+``REQUESTS_CA_BUNDLE``) or from a settings file named by ``ACR_TRANSFER_SETTINGS_FILE`` (``KEY=value``
+lines, as written by the stand-in's ``env``). ``ACR_TRANSFER_CLOUD`` picks a preset:
+
+| cloud               | ARM endpoint                              | ARM scope                                          |
+|---------------------|-------------------------------------------|----------------------------------------------------|
+| AzureCloud          | https://management.azure.com              | https://management.azure.com/.default              |
+| AzureUSGovernment   | https://management.usgovcloudapi.net      | https://management.usgovcloudapi.net/.default      |
+| AzureChinaCloud     | https://management.chinacloudapi.cn       | https://management.chinacloudapi.cn/.default       |
+
+An explicit ``ACR_TRANSFER_ARM_ENDPOINT`` / ``ACR_TRANSFER_ARM_SCOPE`` wins over the preset.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from typing import Any
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+CLOUDS = {
+    "AzureCloud": ("https://management.azure.com", "https://management.azure.com/.default"),
+    "AzureUSGovernment": ("https://management.usgovcloudapi.net", "https://management.usgovcloudapi.net/.default"),
+    "AzureChinaCloud": ("https://management.chinacloudapi.cn", "https://management.chinacloudapi.cn/.default"),
+}
+DEFAULT_API_VERSION = "2025-03-01-preview"
+
+
+class Settings(BaseSettings):
+    """Everything environment-specific, validated once."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ACR_TRANSFER_",
+        env_file=os.environ.get("ACR_TRANSFER_SETTINGS_FILE") or None,
+        extra="ignore",
+    )
+
+    cloud: str = Field("AzureCloud", description="Cloud preset: " + ", ".join(CLOUDS))
+    arm_endpoint: str | None = Field(None, description="ARM base URL; default from the cloud preset")
+    arm_scope: str | None = Field(None, description="Token scope for ARM; default from the cloud preset")
+    subscription_id: str | None = Field(
+        None,
+        validation_alias=AliasChoices("ACR_TRANSFER_SUBSCRIPTION_ID", "AZURE_SUBSCRIPTION_ID"),
+        description="Default subscription for registries named without one",
+    )
+    ca_bundle: str | None = Field(
+        None,
+        validation_alias=AliasChoices("ACR_TRANSFER_CA_BUNDLE", "REQUESTS_CA_BUNDLE"),
+        description="CA bundle every HTTPS client verifies with (None: the system's)",
+    )
+    keyvault_verify_challenge_resource: bool = Field(
+        True, description="Check that Key Vault's auth challenge names the vault's domain (off only for local vaults)"
+    )
+    api_version: str = Field(DEFAULT_API_VERSION, description="api-version for pipelines and pipeline runs")
+    read_budget: str = Field("arm-reads", description="Prefect rate limit name prefix for ARM reads")
+    read_budget_burst: int = Field(200, ge=1, description="Reads that may go at once (ARM allows 250)")
+    read_budget_per_second: float = Field(20.0, gt=0, description="Sustained reads per second (ARM refills 25/s)")
+    poll_min_seconds: float = Field(0.5, gt=0, description="Shortest wait between two reads of one run")
+    poll_max_seconds: float = Field(15.0, gt=0, description="Longest wait between two reads of one run")
+    storage_retry_total: int = Field(3, ge=0, description="Retries of the storage SDK for one call")
+    arm_retry_total: int = Field(3, ge=0, description="Status retries of the ARM SDK for one call")
+
+    @field_validator("cloud")
+    @classmethod
+    def _known_cloud(cls, value: str) -> str:
+        if value not in CLOUDS:
+            raise ValueError(f"unknown cloud '{value}'; use one of {', '.join(CLOUDS)} or set ARM endpoint and scope")
+        return value
+
+    @property
+    def arm_base_url(self) -> str:
+        return (self.arm_endpoint or CLOUDS[self.cloud][0]).rstrip("/")
+
+    @property
+    def arm_token_scope(self) -> str:
+        return self.arm_scope or CLOUDS[self.cloud][1]
+
+    def connection_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments every Azure SDK client takes (CA bundle)."""
+        return {"connection_verify": self.ca_bundle} if self.ca_bundle else {}
+
+    def credential(self) -> Any:
+        """``DefaultAzureCredential``: managed identity, workload identity, environment, CLI — unchanged."""
+        from azure.identity import DefaultAzureCredential
+
+        return DefaultAzureCredential()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (read once)."""
+    return Settings()
+
+
+@lru_cache(maxsize=1)
+def get_credential() -> Any:
+    """One credential per process, so tokens are cached across clients."""
+    return get_settings().credential()
