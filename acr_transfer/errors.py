@@ -25,8 +25,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-SIG_RE = re.compile(r"(?i)(sig=)[^&\s'\"]+")
-SAS_QUERY_RE = re.compile(r"(?i)(\?|&)(sv|se|sp|spr|sr|srt|ss|st|skoid|sktid|sig)=[^&\s'\"]*")
+SIG_RE = re.compile(r"(?i)(sig(?:=|%3D))[^&\s'\"]+")
 
 
 def redact(text: str) -> str:

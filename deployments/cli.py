@@ -1,7 +1,9 @@
-"""The ``acr-transfer`` command.
+"""The ``acr-transfer`` command: run a transfer, run only its preflight, set up Prefect, or start the
+local Azure stand-in.
 
 ``acr-transfer emulator …`` hands over to the stand-in program (``python -m emulator``) by exec, so the
-product never imports the stand-in.
+product never imports the stand-in. Everything else runs flows against the Prefect API in
+``PREFECT_API_URL``, or a temporary local one when it is unset.
 """
 
 from __future__ import annotations
@@ -9,15 +11,64 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import uuid
+from pathlib import Path
+
+from rich.console import Console
+
+from acr_transfer.errors import AcrTransferError, ConfigError, PreflightError
+
+console = Console(highlight=False)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``acr-transfer`` console script."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "emulator":
-        os.execv(sys.executable, [sys.executable, "-m", "emulator", *argv[1:]])
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="acr-transfer", description="Drive Azure Container Registry transfers.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("emulator", help="the local Azure stand-in: `acr-transfer emulator up --help`")
-    parser.parse_args(argv)
-    return 0
+    for name, helptext in (("run", "run a transfer for one route"), ("preflight", "run only the preflight checks")):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("--route", required=True, help="route name in the routes file")
+        p.add_argument("--routes", type=Path, default=None, help="routes file (default: $ACR_TRANSFER_ROUTES or routes.yaml)")
+        p.add_argument("--artifact", action="append", default=[], help="transfer this artifact instead (repeatable)")
+        p.add_argument("--transfer-id", default=None, help="continue this transfer (default: a new id)")
+        if name == "run":
+            p.add_argument("--dry-run", action="store_true", help="print the plan and the checks; create nothing")
+    setup = sub.add_parser("setup", help="create the Prefect objects transfers use (idempotent)")
+    setup.add_argument("--routes", type=Path, default=None, help="routes file whose subscriptions get a read budget")
+    return parser
+
+
+def routes_path(given: Path | None) -> Path:
+    path = given or Path(os.environ.get("ACR_TRANSFER_ROUTES", "routes.yaml"))
+    if not path.exists():
+        raise ConfigError(f"routes file '{path}' not found; pass --routes FILE or set ACR_TRANSFER_ROUTES")
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``acr-transfer`` console script; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "emulator":
+        os.execv(sys.executable, [sys.executable, "-m", "emulator", *argv[1:]])
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "setup":
+            from deployments.setup import setup
+
+            setup(routes_path(args.routes) if args.routes or Path("routes.yaml").exists() else None, console)
+            return 0
+        from deployments.runner import preflight_command, run_command
+
+        request_args = (routes_path(args.routes), args.route, args.artifact, args.transfer_id or uuid.uuid4().hex[:12])
+        if args.command == "preflight":
+            return preflight_command(*request_args, console=console)
+        return run_command(*request_args, dry_run=args.dry_run, console=console)
+    except PreflightError as e:
+        console.print(f"[red]✗ {e.message}[/red]")
+        return 2
+    except AcrTransferError as e:
+        console.print(f"[red]✗ {e.message}[/red]")
+        return 1
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted: re-run with the same --transfer-id to continue[/yellow]")
+        return 130

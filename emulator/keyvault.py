@@ -214,6 +214,8 @@ def keyvault_app(store: VaultStore, authority: TokenAuthority, base_url: Callabl
             Route("/secrets", list_secrets, methods=["GET"]),
             Route("/secrets/{name}/versions", versions, methods=["GET"]),
             Route("/secrets/{name}", secret, methods=["GET", "PUT", "DELETE", "PATCH"]),
+            # the SDK asks for /secrets/{name}/ (latest version): answer it directly, as Key Vault does
+            Route("/secrets/{name}/", secret, methods=["GET", "PUT", "DELETE", "PATCH"]),
             Route("/secrets/{name}/{version}", secret, methods=["GET", "PATCH"]),
-        ]
+        ],
     )

@@ -1,0 +1,299 @@
+"""The only module that talks to ARM for Microsoft.ContainerRegistry: pipelines and pipeline runs.
+
+It sends requests through the SDK client's pipeline (``azure-mgmt-containerregistry``: bearer-token
+auth with ARM challenges, the ARM retry policy that honours ``Retry-After``, logging with SAS
+redaction) but reads raw JSON, because the 14.x models drop what we need: ``storageAccessMode``
+(2025-06-01-preview) and the rate-limit headers. Run creation never waits on the SDK's LRO poller: the
+initial response is taken (``Azure-AsyncOperation`` is not followed) and the run is then read back with
+GET, whose ``provisioningState``, ``response.status`` and ``pipelineRunErrorMessage`` decide the outcome.
+
+Every read first calls ``before_read()`` — the hook through which callers spend a shared read budget.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from azure.core.rest import HttpRequest, HttpResponse
+
+from acr_transfer.errors import AcrTransferError, NotFoundError, classify
+from acr_transfer.settings import Settings, get_credential, get_settings
+
+PROVIDER = "Microsoft.ContainerRegistry"
+STORAGE_MODE_API = "2025-06-01-preview"  # the first api-version that reports storageAccessMode
+TERMINAL_FAILED = ("Failed", "Canceled")
+
+
+@dataclass(frozen=True)
+class RegistryAddress:
+    """Subscription, resource group and name of one registry."""
+
+    subscription: str
+    resource_group: str
+    name: str
+
+    @property
+    def id(self) -> str:
+        return f"/subscriptions/{self.subscription}/resourceGroups/{self.resource_group}/providers/{PROVIDER}/registries/{self.name}"
+
+    def child(self, kind: str, name: str) -> str:
+        return f"{self.id}/{kind}/{name}"
+
+
+@dataclass(frozen=True)
+class PipelineFacts:
+    """An export or import pipeline as preflight needs it."""
+
+    id: str
+    name: str
+    kind: str  # "export" | "import"
+    provisioning_state: str
+    container_uri: str
+    secret_uri: str | None
+    storage_access_mode: str
+    options: tuple[str, ...]
+    source_trigger: str | None  # import only: "Enabled" | "Disabled"
+
+    @property
+    def trigger_enabled(self) -> bool:
+        return (self.source_trigger or "").lower() == "enabled"
+
+
+@dataclass(frozen=True)
+class RunState:
+    """A pipeline run as a GET shows it."""
+
+    name: str
+    id: str
+    pipeline_id: str
+    provisioning_state: str
+    status: str | None
+    percentage: int | None
+    error_message: str | None
+    catalog_digest: str | None
+    imported_artifacts: tuple[str, ...]
+    artifacts: tuple[str, ...]
+    blob: str | None  # request.target.name (export) or request.source.name (import)
+    blob_uri: str | None
+    trigger_timestamp: str | None
+    start_time: str | None
+    finish_time: str | None
+    raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
+
+    @property
+    def failed(self) -> bool:
+        return self.provisioning_state in TERMINAL_FAILED or (self.status or "").lower() in ("failed", "canceled")
+
+    @property
+    def succeeded(self) -> bool:
+        # a 200 + Succeeded provisioningState can still carry status Running: only both count
+        return self.provisioning_state == "Succeeded" and (self.status or "").lower() == "succeeded"
+
+    @property
+    def terminal(self) -> bool:
+        return self.failed or self.succeeded
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> RunState:
+        props = body.get("properties") or {}
+        req = props.get("request") or {}
+        resp = props.get("response") or {}
+        pct = (resp.get("progress") or {}).get("percentage")
+        side = resp.get("target") or resp.get("source") or {}
+        blob = (req.get("target") or {}).get("name") or (req.get("source") or {}).get("name")
+        try:
+            percentage = int(float(pct)) if pct not in (None, "") else None
+        except (TypeError, ValueError):
+            percentage = None
+        return cls(
+            name=body.get("name", ""),
+            id=body.get("id", ""),
+            pipeline_id=req.get("pipelineResourceId", ""),
+            provisioning_state=props.get("provisioningState", ""),
+            status=resp.get("status"),
+            percentage=percentage,
+            error_message=resp.get("pipelineRunErrorMessage"),
+            catalog_digest=resp.get("catalogDigest") or req.get("catalogDigest"),
+            imported_artifacts=tuple(resp.get("importedArtifacts") or ()),
+            artifacts=tuple(req.get("artifacts") or ()),
+            blob=blob,
+            blob_uri=side.get("uri"),
+            trigger_timestamp=((resp.get("trigger") or {}).get("sourceTrigger") or {}).get("timestamp"),
+            start_time=resp.get("startTime"),
+            finish_time=resp.get("finishTime"),
+            raw=body,
+        )
+
+
+def _pipeline_facts(body: dict[str, Any]) -> PipelineFacts:
+    props = body.get("properties") or {}
+    kind = "export" if "/exportpipelines/" in body.get("id", "").lower() else "import"
+    end = props.get("target" if kind == "export" else "source") or {}
+    trigger = ((props.get("trigger") or {}).get("sourceTrigger") or {}).get("status") if kind == "import" else None
+    return PipelineFacts(
+        id=body.get("id", ""),
+        name=body.get("name", ""),
+        kind=kind,
+        provisioning_state=props.get("provisioningState", ""),
+        container_uri=(end.get("uri") or "").rstrip("/"),
+        secret_uri=end.get("keyVaultUri") or None,
+        storage_access_mode=end.get("storageAccessMode") or "SasToken",
+        options=tuple(props.get("options") or ()),
+        source_trigger=trigger,
+    )
+
+
+class RegistryArm:
+    """ARM calls for pipelines and runs, with a read hook for the shared budget.
+
+    Args:
+        settings: where ARM is; default ``get_settings()``.
+        credential: token credential; default ``get_credential()``.
+        before_read: called before every GET (e.g. to take a slot of a rate limit).
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        credential: Any | None = None,
+        before_read: Callable[[str], None] | None = None,
+    ) -> None:
+        self.settings = settings or get_settings()
+        self.credential = credential or get_credential()
+        self.before_read = before_read or (lambda subscription: None)
+        self._clients: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self.remaining_reads: int | None = None
+
+    # --- plumbing --------------------------------------------------------------------------------------
+    def _client(self, subscription: str) -> Any:
+        with self._lock:
+            if subscription not in self._clients:
+                from azure.mgmt.containerregistry.v2025_03_01_preview import ContainerRegistryManagementClient
+
+                self._clients[subscription] = ContainerRegistryManagementClient(
+                    self.credential,
+                    subscription,
+                    base_url=self.settings.arm_base_url,
+                    credential_scopes=[self.settings.arm_token_scope],
+                    retry_total=self.settings.arm_retry_total,
+                    **self.settings.connection_kwargs(),
+                )
+            return self._clients[subscription]
+
+    def _send(self, subscription: str, method: str, path: str, api: str, what: str, body: Any = None) -> HttpResponse:
+        if method == "GET":
+            self.before_read(subscription)
+        url = f"{self.settings.arm_base_url}{path}?api-version={api}"
+        request = HttpRequest(method, url, json=body) if body is not None else HttpRequest(method, url)
+        try:
+            response: HttpResponse = self._client(subscription)._send_request(request)
+        except AcrTransferError:
+            raise
+        except Exception as e:
+            raise classify(e, what) from e
+        remaining = response.headers.get("x-ms-ratelimit-remaining-subscription-reads")
+        if remaining is not None and remaining.isdigit():
+            self.remaining_reads = int(remaining)
+        if response.status_code >= 400:
+            raise _http_error(response, what)
+        return response
+
+    # --- pipelines -------------------------------------------------------------------------------------
+    def get_pipeline(self, registry: RegistryAddress, kind: str, name: str) -> PipelineFacts:
+        """GET an export or import pipeline (at 2025-06-01-preview, to see its storage access mode).
+
+        Raises:
+            NotFoundError: naming the pipeline and registry.
+        """
+        collection = "exportPipelines" if kind == "export" else "importPipelines"
+        what = f"{kind} pipeline '{name}' on registry '{registry.name}'"
+        try:
+            response = self._send(registry.subscription, "GET", registry.child(collection, name), STORAGE_MODE_API, what)
+        except NotFoundError as e:
+            raise NotFoundError(
+                f"{what} (resource group {registry.resource_group}) does not exist; create it or fix the route",
+                code=e.code,
+                status=e.status,
+            ) from None
+        return _pipeline_facts(response.json())
+
+    # --- runs ------------------------------------------------------------------------------------------
+    def get_run(self, registry: RegistryAddress, name: str) -> RunState | None:
+        """GET a run; None when it does not exist."""
+        what = f"pipeline run '{name}' on registry '{registry.name}'"
+        try:
+            response = self._send(
+                registry.subscription, "GET", registry.child("pipelineRuns", name), self.settings.api_version, what
+            )
+        except NotFoundError:
+            return None
+        return RunState.from_json(response.json())
+
+    def list_runs(self, registry: RegistryAddress) -> Iterator[RunState]:
+        """Every run of a registry, page by page (each page is one read)."""
+        path = f"{registry.id}/pipelineRuns"
+        what = f"pipeline runs of registry '{registry.name}'"
+        response = self._send(registry.subscription, "GET", path, self.settings.api_version, what)
+        while True:
+            page = response.json()
+            for item in page.get("value") or []:
+                yield RunState.from_json(item)
+            next_link = page.get("nextLink")
+            if not next_link:
+                return
+            self.before_read(registry.subscription)
+            try:
+                response = self._client(registry.subscription)._send_request(HttpRequest("GET", next_link))
+            except Exception as e:
+                raise classify(e, what) from e
+            if response.status_code >= 400:
+                raise _http_error(response, what)
+
+    def create_run(self, registry: RegistryAddress, name: str, request: dict[str, Any]) -> RunState:
+        """PUT a run and return what the service answered (the run is then watched with GET).
+
+        An identical re-PUT of an existing run is a no-op in ARM, so a retried create is harmless.
+        """
+        what = f"create pipeline run '{name}' on registry '{registry.name}'"
+        body = {"properties": {"request": request}}
+        response = self._send(
+            registry.subscription, "PUT", registry.child("pipelineRuns", name), self.settings.api_version, what, body
+        )
+        return RunState.from_json(response.json())
+
+    def delete_run(self, registry: RegistryAddress, name: str) -> bool:
+        """DELETE a run record (not what it transferred); False when there was none."""
+        what = f"delete pipeline run '{name}' on registry '{registry.name}'"
+        response = self._send(
+            registry.subscription, "DELETE", registry.child("pipelineRuns", name), self.settings.api_version, what
+        )
+        return response.status_code != 204
+
+
+def _http_error(response: HttpResponse, what: str) -> AcrTransferError:
+    """Turn an ARM error response into the project's hierarchy via azure-core's own exception."""
+    from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+
+    exc_type = ResourceNotFoundError if response.status_code == 404 else HttpResponseError
+    exc = exc_type(response=response)
+    try:
+        err = (response.json() or {}).get("error") or {}
+    except (ValueError, json.JSONDecodeError):
+        err = {}
+    code, message = err.get("code"), err.get("message")
+    detail = f"{what}: {response.status_code} {code or response.reason}: {message or response.text()[:300]}"
+    classified = classify(exc, what)
+    return type(classified)(
+        detail, **_extra(classified), code=code or classified.code, status=response.status_code
+    )
+
+
+def _extra(err: AcrTransferError) -> dict[str, Any]:
+    retry_after = getattr(err, "retry_after", None)
+    return {"retry_after": retry_after} if retry_after is not None else {}
+

@@ -1,0 +1,171 @@
+"""Preflight: everything that can be checked before a run is created, reported all at once.
+
+Phase 1 reads both pipelines (exist, Succeeded, container, secret, storage access mode, options, source
+trigger). Phase 2, from those facts, checks each SAS secret (exists, enabled, unexpired, ``se`` beyond
+the transfer's deadline, permissions, https only), that each container answers a list, and that no
+export blob name is taken (unless OverwriteBlobs, or the blob is this transfer's own finished export).
+Nothing is created when any check fails; each failure names the resource and the fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from acr_transfer.azure.keyvault import KeyVaultSecrets
+from acr_transfer.azure.registry import PipelineFacts, RegistryAddress, RegistryArm
+from acr_transfer.azure.storage import BlobStorage
+from acr_transfer.context import TransferContext
+from acr_transfer.errors import AcrTransferError, PermanentError
+from acr_transfer.sas import SasToken, sas_problems
+
+
+@dataclass(frozen=True)
+class Check:
+    """One preflight check: what was checked, whether it passed, and what to do when it did not."""
+
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+    @property
+    def line(self) -> str:
+        mark = "✓" if self.ok else "✗"
+        return f"{mark} {self.name}: {self.detail}" + (f" — fix: {self.fix}" if self.fix and not self.ok else "")
+
+
+def _guard(name: str, fix: str, fn: Callable[[], str]) -> Check:
+    """Run one check; a permanent error is a failed check, a transient one propagates (retry the task)."""
+    try:
+        return Check(name, True, fn())
+    except PermanentError as e:
+        return Check(name, False, e.message, fix)
+
+
+def check_pipeline(arm: RegistryArm, registry: RegistryAddress, kind: str, name: str) -> tuple[Check, PipelineFacts | None]:
+    """The pipeline exists and is Succeeded."""
+    label = f"{kind} pipeline '{name}' on {registry.name}"
+    try:
+        facts = arm.get_pipeline(registry, kind, name)
+    except PermanentError as e:
+        return Check(label, False, e.message, f"create the {kind} pipeline or fix the route"), None
+    if facts.provisioning_state != "Succeeded":
+        return (
+            Check(label, False, f"provisioningState is {facts.provisioning_state}", "re-create the pipeline"),
+            facts,
+        )
+    trigger = f", source trigger {facts.source_trigger}" if facts.kind == "import" else ""
+    detail = f"Succeeded, {facts.storage_access_mode}, container {facts.container_uri}{trigger}"
+    return Check(label, True, detail), facts
+
+
+def _sas_check(vault: KeyVaultSecrets, secret_uri: str, required: str, deadline: datetime, https: bool, role: str):
+    label = f"{role} SAS secret {secret_uri}"
+    holder: dict[str, SasToken] = {}
+
+    def run() -> str:
+        facts, token = vault.sas(secret_uri)
+        where = f"secret '{facts.name}' ({facts.vault})"
+        problems = []
+        if not facts.enabled:
+            problems.append(f"{where} is disabled")
+        if facts.expires_on and facts.expires_on <= datetime.now(UTC):
+            problems.append(f"{where} expired {facts.expires_on:%Y-%m-%dT%H:%MZ} (Key Vault expiry)")
+        problems += sas_problems(token, required=required, valid_until=deadline, https_only=https, where=where)
+        if problems:
+            raise PermanentError("; ".join(problems))
+        holder["sas"] = token
+        return f"{token} covers '{required}' until after the deadline"
+
+    check = _guard(label, f"renew or fix the SAS in {secret_uri} (needs sp ⊇ {required}, spr=https)", run)
+    return check, holder.get("sas")
+
+
+def check_export_side(
+    ctx: TransferContext, vault: KeyVaultSecrets, storage: BlobStorage, own_finished_blobs: set[str]
+) -> list[Check]:
+    """Export pipeline's secret and container, and that every export blob name is free."""
+    export, _ = ctx.pipelines()
+    deadline = datetime.now(UTC) + timedelta(seconds=ctx.timeout_seconds)
+    checks: list[Check] = []
+    sas: SasToken | None = None
+    if export.storage_access_mode == "SasToken":
+        if not export.secret_uri:
+            return [Check("export SAS secret", False, "the export pipeline has no keyVaultUri", "re-create it")]
+        check, sas = _sas_check(vault, export.secret_uri, "rawl", deadline, _https(export.container_uri), "export")
+        checks.append(check)
+        if not check.ok:
+            return checks
+    checks.append(
+        _guard(
+            f"export container {export.container_uri}",
+            "check the container exists and the SAS (or identity) may list it",
+            lambda: _list(storage, export.container_uri, sas),
+        )
+    )
+    if "OverwriteBlobs" not in export.options:
+        for batch in ctx.plan.batches:
+            if batch.blob_name in own_finished_blobs:
+                continue
+            checks.append(
+                _guard(
+                    f"export blob name '{batch.blob_name}'",
+                    "use another transfer id or blob_name_template, delete the blob, or enable OverwriteBlobs",
+                    lambda b=batch.blob_name: _free(storage, export.container_uri, b, sas),
+                )
+            )
+    return checks
+
+
+def check_import_side(ctx: TransferContext, vault: KeyVaultSecrets, storage: BlobStorage) -> list[Check]:
+    """Import pipeline's secret and container; the bridge secret when the blob must be copied."""
+    _, imp = ctx.pipelines()
+    deadline = datetime.now(UTC) + timedelta(seconds=ctx.timeout_seconds * 2)
+    checks: list[Check] = []
+    sas: SasToken | None = None
+    if imp.storage_access_mode == "SasToken":
+        if not imp.secret_uri:
+            return [Check("import SAS secret", False, "the import pipeline has no keyVaultUri", "re-create it")]
+        needed = "rl" + ("d" if "DeleteSourceBlobOnSuccess" in imp.options else "")
+        check, sas = _sas_check(vault, imp.secret_uri, needed, deadline, _https(imp.container_uri), "import")
+        checks.append(check)
+        if not check.ok:
+            return checks
+    checks.append(
+        _guard(
+            f"import container {imp.container_uri}",
+            "check the container exists and the SAS (or identity) may list it",
+            lambda: _list(storage, imp.container_uri, sas),
+        )
+    )
+    if ctx.bridged and ctx.route.bridge.secret_uri:
+        check, _ = _sas_check(
+            vault, ctx.route.bridge.secret_uri, "cw", deadline, _https(imp.container_uri), "bridge"
+        )
+        checks.append(check)
+    return checks
+
+
+def _https(uri: str) -> bool:
+    return uri.lower().startswith("https://")
+
+
+def _list(storage: BlobStorage, container_uri: str, sas: SasToken | None) -> str:
+    storage.check_container(container_uri, sas)
+    return "answers a list" + (" with its SAS" if sas else " with this identity")
+
+
+def _free(storage: BlobStorage, container_uri: str, blob: str, sas: SasToken | None) -> str:
+    facts = storage.blob_facts(container_uri, blob, sas)
+    if facts is not None:
+        raise PermanentError(f"blob '{blob}' already exists in {container_uri} and the export pipeline lacks OverwriteBlobs")
+    return "free"
+
+
+def failures(checks: list[Check]) -> list[Check]:
+    return [c for c in checks if not c.ok]
+
+
+__all__ = ["AcrTransferError", "Check", "check_export_side", "check_import_side", "check_pipeline", "failures"]

@@ -1,0 +1,75 @@
+"""The outcome of a transfer, in the shapes users read: table rows, markdown, event payloads."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from acr_transfer.context import TransferContext
+from acr_transfer.steps import ArtifactResult
+
+
+class ArtifactRow(BaseModel):
+    """One row of the final table."""
+
+    artifact: str
+    batch: int
+    export_run: str = ""
+    import_run: str = ""
+    status: str = "pending"
+    digest: str = ""
+
+
+class TransferResult(BaseModel):
+    """What a transfer achieved; ``succeeded`` only when every requested artifact was verified."""
+
+    route: str
+    transfer_id: str
+    succeeded: bool
+    dry_run: bool = False
+    rows: list[ArtifactRow] = Field(default_factory=list)
+    failures: list[str] = Field(default_factory=list)
+    blobs: list[str] = Field(default_factory=list)
+
+    @property
+    def verified(self) -> int:
+        return sum(1 for r in self.rows if r.status == "verified")
+
+
+def rows_for(ctx: TransferContext, verified: dict[int, list[ArtifactResult]], runs: dict[int, tuple[str, str]]) -> list[ArtifactRow]:
+    """A row per requested artifact: verified ones from the verify step, the rest as not verified."""
+    rows = []
+    for batch in ctx.plan.batches:
+        done = {r.artifact: r for r in verified.get(batch.index, [])}
+        export_run, import_run = runs.get(batch.index, ("", ""))
+        for ref in batch.artifacts:
+            r = done.get(ref)
+            rows.append(
+                ArtifactRow(
+                    artifact=ref,
+                    batch=batch.index,
+                    export_run=r.export_run if r else export_run,
+                    import_run=r.import_run if r else import_run,
+                    status=r.status if r else "not verified",
+                    digest=r.digest if r else (ref.split("@", 1)[1] if "@" in ref else ""),
+                )
+            )
+    return rows
+
+
+def markdown(result: TransferResult) -> str:
+    """A summary a person reads in the Prefect UI."""
+    head = "✅ succeeded" if result.succeeded else ("📝 dry run" if result.dry_run else "❌ failed")
+    lines = [
+        f"# Transfer `{result.transfer_id}` on route `{result.route}`: {head}",
+        "",
+        f"{result.verified} of {len(result.rows)} artifacts verified in the target registry.",
+        "",
+    ]
+    if result.failures:
+        lines += ["## What went wrong", ""] + [f"- {f}" for f in result.failures] + [""]
+    lines += ["| artifact | batch | export run | import run | status | digest |", "|---|---|---|---|---|---|"]
+    lines += [
+        f"| `{r.artifact}` | {r.batch} | {r.export_run} | {r.import_run} | {r.status} | {r.digest[:19]} |"
+        for r in result.rows
+    ]
+    return "\n".join(lines)

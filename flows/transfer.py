@@ -1,0 +1,106 @@
+"""The transfer flows: ``registry_transfer`` end to end, and each half alone for disconnected clouds.
+
+They read like the runbook in ARCHITECTURE.md: plan → preflight → export → bridge → import → verify →
+report → clean up. Branching and Azure calls live in tasks and the core.
+"""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger
+
+from acr_transfer.context import TransferContext
+from acr_transfer.errors import AcrTransferError, PreflightError, redact
+from acr_transfer.models import TransferRequest
+from acr_transfer.preflight import Check
+from acr_transfer.results import TransferResult, rows_for
+from tasks.preflight import check_export_side, check_import_side, check_pipeline
+from tasks.report import clean_up_blob, publish_result
+from tasks.transfer import bridge_blob, export_batch, import_batch, plan_transfer, verify_batch
+
+
+def run_preflight(ctx: TransferContext, raise_on_failure: bool = True) -> tuple[TransferContext, list[Check]]:
+    """Every check, concurrently; raises PreflightError listing all failures before anything is created."""
+    route = ctx.route
+    exp = check_pipeline.submit(ctx.source, "export", route.source.export_pipeline)
+    imp = check_pipeline.submit(ctx.target, "import", route.target.import_pipeline)
+    (exp_check, exp_facts), (imp_check, imp_facts) = exp.result(), imp.result()
+    checks = [exp_check, imp_check]
+    if exp_facts is not None and imp_facts is not None and exp_check.ok and imp_check.ok:
+        ctx = ctx.with_pipelines(exp_facts, imp_facts)
+        sides = [check_export_side.submit(ctx), check_import_side.submit(ctx)]
+        for side in sides:
+            checks += side.result()
+    failed = [c for c in checks if not c.ok]
+    if failed and raise_on_failure:
+        raise PreflightError(
+            f"preflight of route '{route.name}' failed ({len(failed)} of {len(checks)} checks); nothing was created:\n"
+            + "\n".join(c.line for c in failed),
+            failures=[c.line for c in failed],
+        )
+    return ctx, checks
+
+
+@flow(name="registry-transfer", log_prints=False)
+def registry_transfer(request: TransferRequest) -> TransferResult:
+    """Transfer artifacts from the route's source registry to its target registry and prove they arrived.
+
+    Preflight runs first and creates nothing when it fails. Every batch (≤ 50 artifacts) is exported, its
+    blob bridged when the two sides use different storage, imported and verified; a retried flow run
+    continues the same transfer. Returns the result; raises when any artifact was not verified.
+    """
+    log = get_run_logger()
+    ctx = plan_transfer(request)
+    ctx, _ = run_preflight(ctx)
+    if request.dry_run:
+        result = TransferResult(route=ctx.route.name, transfer_id=ctx.transfer_id, succeeded=True, dry_run=True,
+                                rows=rows_for(ctx, {}, {}))  # fmt: skip
+        return publish_result(ctx, result)
+    exports = {b.index: export_batch.submit(ctx, b) for b in ctx.plan.batches}
+    bridges = {b.index: bridge_blob.submit(ctx, b, exports[b.index]) for b in ctx.plan.batches}
+    imports = {
+        b.index: import_batch.submit(ctx, b, exports[b.index], wait_for=[bridges[b.index]]) for b in ctx.plan.batches
+    }
+    verifies = {b.index: verify_batch.submit(ctx, b, exports[b.index], imports[b.index]) for b in ctx.plan.batches}
+
+    verified, runs, failures, blobs = {}, {}, [], []
+    for b in ctx.plan.batches:
+        export = exports[b.index].result(raise_on_failure=False)
+        imported = imports[b.index].result(raise_on_failure=False)
+        outcome = verifies[b.index].result(raise_on_failure=False)
+        export_name = getattr(export, "name", "")
+        runs[b.index] = (export_name, getattr(imported, "name", ""))
+        if getattr(export, "blob", None):
+            blobs.append(export.blob)
+        if isinstance(outcome, list):
+            verified[b.index] = outcome
+        else:
+            error = next((x for x in (export, bridges[b.index].result(raise_on_failure=False), imported, outcome)
+                          if isinstance(x, BaseException)), outcome)  # fmt: skip
+            failures.append(f"batch {b.index}: {_why(error)}")
+    result = TransferResult(route=ctx.route.name, transfer_id=ctx.transfer_id, succeeded=not failures,
+                            rows=rows_for(ctx, verified, runs), failures=failures, blobs=blobs)  # fmt: skip
+    publish_result(ctx, result)
+    if failures:
+        raise AcrTransferError(
+            f"transfer {ctx.transfer_id} on route '{ctx.route.name}': {len(failures)} batch(es) failed:\n"
+            + "\n".join(failures)
+        )
+    if ctx.route.cleanup.delete_export_blob:
+        for blob in blobs:
+            clean_up_blob(ctx, blob)
+    log.info("transfer %s complete: %s artifacts verified", ctx.transfer_id, result.verified)
+    return result
+
+
+@flow(name="transfer-preflight")
+def transfer_preflight(request: TransferRequest) -> list[Check]:
+    """Only the checks of ``registry_transfer``, every one reported (passed or not); creates nothing."""
+    ctx = plan_transfer(request)
+    _, checks = run_preflight(ctx, raise_on_failure=False)
+    return checks
+
+
+def _why(error: object) -> str:
+    if isinstance(error, AcrTransferError):
+        return error.message
+    return redact(f"{type(error).__name__}: {error}")

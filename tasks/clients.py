@@ -1,0 +1,82 @@
+"""The adapters a worker process shares, and the shared ARM read budget they spend.
+
+Every ARM read takes one slot of a Prefect global concurrency *rate limit* named
+``<read_budget>-<subscription>`` (burst ``read_budget_burst``, refilled at ``read_budget_per_second``), so
+concurrent transfers in any number of processes and workers share one budget below ARM's 250/25 per s.
+``ensure_read_budget`` creates the limit when missing (``acr-transfer setup`` does the same, idempotently).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from functools import lru_cache
+
+from acr_transfer.azure.keyvault import KeyVaultSecrets
+from acr_transfer.azure.registry import RegistryArm
+from acr_transfer.azure.storage import BlobStorage
+from acr_transfer.settings import Settings, get_credential, get_settings
+
+log = logging.getLogger("acr_transfer.budget")
+_known: set[str] = set()
+_known_lock = threading.Lock()
+
+
+def budget_name(subscription: str, settings: Settings | None = None) -> str:
+    settings = settings or get_settings()
+    return f"{settings.read_budget}-{subscription.lower()}"
+
+
+def ensure_read_budget(subscription: str, settings: Settings | None = None) -> str:
+    """Create the subscription's ARM read rate limit if it does not exist; returns its name."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    settings = settings or get_settings()
+    name = budget_name(subscription, settings)
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            try:
+                client.create_global_concurrency_limit(
+                    GlobalConcurrencyLimitCreate(
+                        name=name,
+                        limit=settings.read_budget_burst,
+                        slot_decay_per_second=settings.read_budget_per_second,
+                    )
+                )
+                log.info("created ARM read budget %s (%s burst, %s/s)", name, settings.read_budget_burst,
+                         settings.read_budget_per_second)  # fmt: skip
+            except ObjectAlreadyExists:
+                pass
+    return name
+
+
+def spend_read(subscription: str) -> None:
+    """Take one ARM read from the shared budget (blocks while the budget is empty)."""
+    from prefect.concurrency.sync import rate_limit
+
+    name = budget_name(subscription)
+    if name not in _known:
+        with _known_lock:
+            if name not in _known:
+                ensure_read_budget(subscription)
+                _known.add(name)
+    rate_limit(name, occupy=1, strict=True)
+
+
+@lru_cache(maxsize=1)
+def arm() -> RegistryArm:
+    return RegistryArm(get_settings(), get_credential(), before_read=spend_read)
+
+
+@lru_cache(maxsize=1)
+def vault() -> KeyVaultSecrets:
+    return KeyVaultSecrets(get_settings(), get_credential())
+
+
+@lru_cache(maxsize=1)
+def storage() -> BlobStorage:
+    return BlobStorage(get_settings(), get_credential())

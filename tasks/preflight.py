@@ -1,0 +1,39 @@
+"""Preflight as Prefect tasks: the two pipelines read concurrently, then both sides checked concurrently."""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+
+from acr_transfer import preflight, steps
+from acr_transfer.azure.registry import PipelineFacts, RegistryAddress
+from acr_transfer.context import TransferContext
+from acr_transfer.preflight import Check
+from tasks import clients
+from tasks.retry import step_options
+
+
+@task(name="check-pipeline", **step_options())
+def check_pipeline(registry: RegistryAddress, kind: str, name: str) -> tuple[Check, PipelineFacts | None]:
+    """The pipeline exists and is Succeeded; returns its facts for the next checks."""
+    check, facts = preflight.check_pipeline(clients.arm(), registry, kind, name)
+    get_run_logger().info("%s", check.line)
+    return check, facts
+
+
+@task(name="check-export-side", **step_options())
+def check_export_side(ctx: TransferContext) -> list[Check]:
+    """Export SAS secret, container, and free blob names (this transfer's own finished blobs excepted)."""
+    own = steps.own_finished_blobs(clients.arm(), ctx)
+    checks = preflight.check_export_side(ctx, clients.vault(), clients.storage(), own)
+    for c in checks:
+        get_run_logger().info("%s", c.line)
+    return checks
+
+
+@task(name="check-import-side", **step_options())
+def check_import_side(ctx: TransferContext) -> list[Check]:
+    """Import SAS secret and container, and the bridge secret when the blob must be copied."""
+    checks = preflight.check_import_side(ctx, clients.vault(), clients.storage())
+    for c in checks:
+        get_run_logger().info("%s", c.line)
+    return checks

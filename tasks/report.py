@@ -1,0 +1,71 @@
+"""Publishing what a transfer did: table and markdown artifacts, and Prefect events."""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.events import emit_event
+
+from acr_transfer.context import TransferContext
+from acr_transfer.errors import redact
+from acr_transfer.results import TransferResult, markdown
+from tasks import clients
+
+
+def _resources(ctx: TransferContext, blobs: list[str]) -> list[dict[str, str]]:
+    related = [
+        {"prefect.resource.id": f"azure.acr.{ctx.source.id.lower()}", "prefect.resource.role": "source-registry",
+         "prefect.resource.name": ctx.source.name},
+        {"prefect.resource.id": f"azure.acr.{ctx.target.id.lower()}", "prefect.resource.role": "target-registry",
+         "prefect.resource.name": ctx.target.name},
+    ]  # fmt: skip
+    for blob in blobs:
+        related.append({"prefect.resource.id": f"azure.blob.{blob}", "prefect.resource.role": "blob"})
+    return related
+
+
+def emit(ctx: TransferContext, event: str, blobs: list[str], **payload: object) -> None:
+    """A Prefect event about this transfer, with the registries and blobs as related resources."""
+    emit_event(
+        event=event,
+        resource={
+            "prefect.resource.id": f"acr-transfer.transfer.{ctx.transfer_id}",
+            "prefect.resource.name": f"{ctx.route.name}/{ctx.transfer_id}",
+            "acr-transfer.route": ctx.route.name,
+        },
+        related=_resources(ctx, blobs),
+        payload={"route": ctx.route.name, "transfer_id": ctx.transfer_id, **payload},
+    )
+
+
+@task(name="publish-result")
+def publish_result(ctx: TransferContext, result: TransferResult) -> TransferResult:
+    """Table + markdown artifacts and the final event (``acr.transfer.imported`` or ``acr.transfer.failed``)."""
+    key = f"transfer-{ctx.transfer_id}"
+    create_table_artifact(
+        key=key,
+        table=[r.model_dump() for r in result.rows],
+        description=f"Artifacts of transfer {ctx.transfer_id} on route {ctx.route.name}",
+    )
+    create_markdown_artifact(key=f"{key}-summary", markdown=redact(markdown(result)))
+    if not result.dry_run:
+        event = "acr.transfer.imported" if result.succeeded else "acr.transfer.failed"
+        emit(ctx, event, result.blobs, verified=result.verified, requested=len(result.rows),
+             failures=[redact(f) for f in result.failures])  # fmt: skip
+    get_run_logger().info("transfer %s: %s of %s artifacts verified", ctx.transfer_id, result.verified,
+                          len(result.rows))  # fmt: skip
+    return result
+
+
+@task(name="clean-up-blob")
+def clean_up_blob(ctx: TransferContext, blob: str) -> bool:
+    """Delete the export-side blob after a verified import (route policy); a failure only warns."""
+    log = get_run_logger()
+    export, _ = ctx.pipelines()
+    try:
+        deleted = clients.storage().delete_blob(export.container_uri, blob, None)
+    except Exception as e:  # noqa: BLE001 - cleanup must never fail a verified transfer
+        log.warning("could not delete export blob %s in %s: %s", blob, export.container_uri, redact(str(e)))
+        return False
+    log.info("deleted export blob %s from %s", blob, export.container_uri)
+    return deleted

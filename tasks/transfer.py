@@ -1,0 +1,144 @@
+"""One Prefect task per runbook step; each calls the core and reports progress, nothing more."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.runtime import flow_run
+
+from acr_transfer import steps
+from acr_transfer.azure.registry import RegistryAddress, RunState
+from acr_transfer.azure.storage import BlobFacts
+from acr_transfer.context import TransferContext, resolve
+from acr_transfer.errors import RunTimeoutError, run_failure
+from acr_transfer.models import TransferRequest
+from acr_transfer.naming import BatchPlan, derive_transfer_id
+from acr_transfer.polling import PollPlan, wait_for_run
+from acr_transfer.progress import Notice, report
+from acr_transfer.settings import get_settings
+from tasks import clients
+from tasks.report import emit
+from tasks.retry import step_options
+
+
+@task(name="plan-transfer")
+def plan_transfer(request: TransferRequest) -> TransferContext:
+    """Normalise and batch the artifacts and derive every name from the transfer id.
+
+    The id is the request's, or derived from the flow run id, so retrying the same flow run continues the
+    same transfer.
+    """
+    transfer_id = request.transfer_id or derive_transfer_id(str(flow_run.get_id() or time.time_ns()))
+    ctx = resolve(request, transfer_id, get_settings().subscription_id)
+    get_run_logger().info(
+        "transfer %s: %s artifacts in %s batch(es) on route %s",
+        transfer_id, len(ctx.plan.artifacts), len(ctx.plan.batches), ctx.route.name,
+    )  # fmt: skip
+    return ctx
+
+
+def _watch(ctx: TransferContext, registry: RegistryAddress, run: RunState, batch: BatchPlan, step: str) -> RunState:
+    """Wait for a run with a progress artifact and progress notices; raise when it failed."""
+    log = get_run_logger()
+    settings = get_settings()
+    key = f"{step}-{run.name.lower()}"
+    artifact_id = create_progress_artifact(
+        progress=float(run.percentage or 0), key=key, description=f"{step} run {run.name} (batch {batch.index})"
+    )
+    last = [-1]
+
+    def on_progress(state: RunState) -> None:
+        pct = state.percentage if state.percentage is not None else 0
+        if pct != last[0]:
+            last[0] = pct
+            update_progress_artifact(artifact_id=artifact_id, progress=float(min(pct, 100)))
+            log.info("%s run %s: %s%% (%s)", step, state.name, pct, state.status or state.provisioning_state)
+            report(Notice(ctx.transfer_id, batch.index, step, state.status or "Running", state.name, pct))
+
+    arm = clients.arm()
+    final = wait_for_run(
+        lambda: arm.get_run(registry, run.name),
+        name=run.name,
+        timeout=ctx.timeout_seconds,
+        plan=PollPlan(settings.poll_min_seconds, settings.poll_max_seconds),
+        remaining_reads=lambda: arm.remaining_reads,
+        on_progress=on_progress,
+    )
+    if final.failed:
+        report(Notice(ctx.transfer_id, batch.index, step, "Failed", final.error_message or ""))
+        raise run_failure(final.error_message or f"provisioningState {final.provisioning_state}", final.name)
+    report(Notice(ctx.transfer_id, batch.index, step, "Succeeded", final.name, 100))
+    return final
+
+
+@task(name="export-batch", **step_options())
+def export_batch(ctx: TransferContext, batch: BatchPlan) -> RunState:
+    """Create (or find) the batch's export run and wait until it has written its blob."""
+    run = steps.start_export(clients.arm(), clients.storage(), clients.vault(), ctx, batch)
+    get_run_logger().info("export run %s for batch %s (%s artifacts) → blob %s", run.name, batch.index,
+                          len(batch.artifacts), run.blob)  # fmt: skip
+    final = _watch(ctx, ctx.source, run, batch, "export")
+    emit(ctx, "acr.transfer.exported", [final.blob_uri or final.blob or ""], batch=batch.index, run=final.name,
+         catalog_digest=final.catalog_digest, artifacts=list(batch.artifacts))  # fmt: skip
+    return final
+
+
+@task(name="bridge-blob", **step_options())
+def bridge_blob(ctx: TransferContext, batch: BatchPlan, export_run: RunState) -> BlobFacts | None:
+    """Server-side copy of the blob to the import container when the two sides use different storage."""
+    if not ctx.bridged:
+        return None
+    report(Notice(ctx.transfer_id, batch.index, "bridge", "Running", export_run.blob or ""))
+    facts = steps.bridge(clients.storage(), clients.vault(), ctx, export_run)
+    if facts is not None:
+        get_run_logger().info("bridged blob %s (%s bytes, MD5 kept) into %s", facts.name, facts.size,
+                              ctx.pipelines()[1].container_uri)  # fmt: skip
+    report(Notice(ctx.transfer_id, batch.index, "bridge", "Succeeded", export_run.blob or "", 100))
+    return facts
+
+
+@task(name="import-batch", **step_options())
+def import_batch(ctx: TransferContext, batch: BatchPlan, export_run: RunState) -> RunState:
+    """Create (or find) the batch's import run — or adopt the source trigger's — and wait for it."""
+    arm = clients.arm()
+    run = steps.start_import(arm, ctx, batch, export_run)
+    if run is None:
+        run = _adopt_trigger_run(ctx, batch, export_run)
+    get_run_logger().info("import run %s for batch %s ← blob %s", run.name, batch.index, export_run.blob)
+    return _watch(ctx, ctx.target, run, batch, "import")
+
+
+def _adopt_trigger_run(ctx: TransferContext, batch: BatchPlan, export_run: RunState) -> RunState:
+    """Wait for the run the source trigger creates for this blob; after a failed one, import by hand."""
+    log = get_run_logger()
+    settings = get_settings()
+    arm = clients.arm()
+    deadline = time.monotonic() + settings.trigger_wait_minutes * 60
+    delay = settings.poll_min_seconds
+    log.info("import pipeline has its source trigger on: waiting for its run for blob %s", export_run.blob)
+    while time.monotonic() < deadline:
+        run = steps.find_trigger_run(arm, ctx, export_run.blob or "")
+        if run is not None and not run.failed:
+            log.info("adopted source-trigger run %s", run.name)
+            return run
+        if run is not None:
+            log.warning("source-trigger run %s failed (%s); importing by hand", run.name, run.error_message)
+            return steps.create_manual_import(arm, ctx, batch, export_run)
+        time.sleep(delay)
+        delay = min(delay * 1.5, settings.poll_max_seconds)
+    raise RunTimeoutError(
+        f"the source trigger of import pipeline '{ctx.pipelines()[1].name}' created no run for blob "
+        f"'{export_run.blob}' within {settings.trigger_wait_minutes:g} min: the blob needs metadata "
+        "category=acr-transfer-blob and Content-MD5, and the pipeline's SAS needs List"
+    )
+
+
+@task(name="verify-batch")
+def verify_batch(ctx: TransferContext, batch: BatchPlan, export_run: RunState, import_run: RunState) -> list[Any]:
+    """Check that the import brought in every requested artifact of the batch."""
+    results = steps.verify(batch, export_run, import_run)
+    report(Notice(ctx.transfer_id, batch.index, "verify", "Succeeded", f"{len(results)} artifacts", 100))
+    return results

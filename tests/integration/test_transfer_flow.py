@@ -1,0 +1,114 @@
+"""registry_transfer end to end on the stand-in, Azurite and a real Prefect server."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from acr_transfer.errors import PreflightError
+from acr_transfer.results import TransferResult
+from flows.transfer import registry_transfer
+from tests.support import azure
+from tests.support.images import manifest_digest, push_file_artifact, push_multiarch_index
+from tests.support.standin import StandIn
+from tests.support.transfer import arm_puts, prefect_records, request, route
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_server")]
+
+
+def login(standin: StandIn, registry: str) -> str:
+    return str(standin.topology["registries"][registry]["login_server"])
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex[:8]}"
+
+
+def assert_in_target(standin: StandIn, pushed: list) -> None:
+    src, dst = login(standin, "sourceregistry"), login(standin, "targetregistry")
+    for p in pushed:
+        ref = p.digest if "@" in p.requested else p.tag
+        assert manifest_digest(dst, p.repo, ref, standin.ca)[0] == manifest_digest(src, p.repo, p.digest, standin.ca)[0]
+
+
+class Pushed:
+    def __init__(self, pushed, by_digest: bool = False) -> None:
+        self.repo, self.tag, self.digest = pushed.repo, pushed.tag, pushed.digest
+        self.requested = pushed.by_digest if by_digest else pushed.by_tag
+
+
+def test_happy_path_tag_digest_and_index(standin: StandIn) -> None:
+    src = login(standin, "sourceregistry")
+    suffix = unique("")
+    images = [
+        Pushed(push_file_artifact(src, f"flow/hello{suffix}", "v1", b"hello " + suffix.encode())),
+        Pushed(push_file_artifact(src, f"flow/world{suffix}", "v2", b"world " + suffix.encode()), by_digest=True),
+        Pushed(push_multiarch_index(src, f"flow/multi{suffix}", "1.0", seed=suffix)),
+    ]
+    req = request(route(standin, "happy"), [p.requested for p in images])
+    result = registry_transfer(req)
+    assert isinstance(result, TransferResult) and result.succeeded
+    assert [r.status for r in result.rows] == ["verified"] * 3
+    assert_in_target(standin, images)
+    records = prefect_records()
+    tables = [a for a in records["artifacts"] if isinstance(a, str) and req.transfer_id in a] + [
+        a for a in records["artifacts"] if isinstance(a, list | dict) and req.transfer_id in json.dumps(a)
+    ]
+    assert tables, "no table artifact for the transfer"
+    kinds = {e["event"] for e in records["events"] if req.transfer_id in json.dumps(e)}
+    assert {"acr.transfer.exported", "acr.transfer.imported"} <= kinds
+
+
+def test_120_artifacts_make_three_batches(standin: StandIn) -> None:
+    src = login(standin, "sourceregistry")
+    base = push_file_artifact(src, unique("many/app"), "t0", b"many tags of one image")
+    import ssl
+
+    import httpx
+
+    ctx = ssl.create_default_context(cafile=standin.ca)
+    with httpx.Client(verify=ctx) as c:
+        accept = {"Accept": "application/vnd.oci.image.manifest.v1+json"}
+        body = c.get(f"https://{src}/v2/{base.repo}/manifests/t0", headers=accept)
+        for i in range(1, 120):
+            c.put(
+                f"https://{src}/v2/{base.repo}/manifests/t{i}",
+                content=body.content,
+                headers={"Content-Type": body.headers["Content-Type"]},
+            ).raise_for_status()
+    artifacts = [f"{base.repo}:t{i}" for i in range(120)]
+    req = request(route(standin, "many", import_pipeline="directimport"), artifacts)
+    standin.clear_requests()
+    result = registry_transfer(req)
+    assert result.succeeded and len(result.rows) == 120 and {r.batch for r in result.rows} == {1, 2, 3}
+    puts = arm_puts(standin)
+    assert len(puts) == 6  # three exports, three imports
+    dst = login(standin, "targetregistry")
+    assert manifest_digest(dst, base.repo, "t119", standin.ca)[0] == base.digest
+
+
+def test_preflight_failure_creates_nothing(standin: StandIn) -> None:
+    req = request(route(standin, "broken", import_pipeline="nosuchpipeline"), ["flow/none:v1"])
+    standin.clear_requests()
+    with pytest.raises(PreflightError) as exc:
+        registry_transfer(req)
+    assert "nosuchpipeline" in str(exc.value) and "fix" in str(exc.value)
+    assert arm_puts(standin) == []
+
+
+def test_no_sas_signature_is_stored_by_prefect(standin: StandIn) -> None:
+    """Runs last in this module: everything the server stored so far is searched for SAS signatures."""
+    signatures = []
+    for vault, names in (("sourcevault", ["acrexportsas"]), ("targetvault", ["acrimportsas", "acrbridgesas"])):
+        kv = azure.secrets(standin, vault)
+        for name in names:
+            value = kv.get_secret(name).value
+            signatures.append(value.split("sig=")[1].split("&")[0])
+    records = prefect_records()
+    assert len(records["logs"]) > 10 and records["artifacts"] and records["events"]  # there is something to search
+    dump = json.dumps(records, default=str)
+    for sig in signatures:
+        assert sig not in dump
+        assert sig.replace("%2F", "/").replace("%2B", "+").replace("%3D", "=") not in dump

@@ -1,0 +1,57 @@
+"""Routes on the stand-in's default topology, and reading back what Prefect stored."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from acr_transfer.models import TransferRequest, TransferRoute
+from tests.support import azure
+from tests.support.standin import StandIn
+
+
+def route(standin: StandIn, name: str, import_pipeline: str = "importpipeline", **overrides: Any) -> TransferRoute:
+    """A route sourceregistry/exportpipeline → targetregistry/<import_pipeline>, bridged with acrbridgesas."""
+    vault = standin.topology["vaults"]["targetvault"]["url"]
+    doc: dict[str, Any] = {
+        "name": name,
+        "source": {"registry": {"resource_group": azure.RG, "name": "sourceregistry"}, "export_pipeline": "exportpipeline"},
+        "target": {"registry": {"resource_group": azure.RG, "name": "targetregistry"}, "import_pipeline": import_pipeline},
+        "bridge": {"secret_uri": f"{vault}/secrets/acrbridgesas"},
+        "timeout_minutes": 2,
+    }
+    doc.update(overrides)
+    return TransferRoute.model_validate(doc)
+
+
+def request(rt: TransferRoute, artifacts: list[str], **kw: Any) -> TransferRequest:
+    return TransferRequest(route=rt, artifacts=artifacts, transfer_id=kw.pop("transfer_id", uuid.uuid4().hex[:12]), **kw)
+
+
+def arm_puts(standin: StandIn, kind: str = "pipelineRuns") -> list[dict[str, Any]]:
+    return [r for r in standin.requests("arm") if r["method"] == "PUT" and f"/{kind}/" in r["path"]]
+
+
+def prefect_records() -> dict[str, list[Any]]:
+    """Everything the Prefect server stored that a secret could leak into: logs, parameters, artifacts, events."""
+    from prefect.client.orchestration import get_client
+    from prefect.events.worker import EventsWorker
+
+    EventsWorker.drain_all()
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(limit=200)
+        offset, all_logs = 200, list(logs)
+        while len(logs) == 200:
+            logs = client.read_logs(limit=200, offset=offset)
+            all_logs += logs
+            offset += 200
+        runs = client.read_flow_runs(limit=200)
+        artifacts = client.read_artifacts(limit=200)
+        events = client._client.post("/events/filter", json={"limit": 200}).json().get("events", [])
+    return {
+        "logs": [log.message for log in all_logs],
+        "parameters": [r.parameters for r in runs],
+        "states": [r.state.message if r.state else "" for r in runs],
+        "artifacts": [a.data for a in artifacts] + [a.description for a in artifacts],
+        "events": events,
+    }
