@@ -134,8 +134,8 @@ _STORAGE_AUTH_CODES = {
 }
 # words in pipelineRunErrorMessage that mark a failure a retry can fix
 _TRANSIENT_RUN_WORDS = re.compile(
-    r"(?i)\b(timeout|timed out|throttl|too many requests|server ?busy|service unavailable|internal server error|"
-    r"temporar|transient|try again|503|500|502|504|429|connection reset)\b"
+    r"(?i)(\btimeout\b|\btimed out\b|throttl|too many requests|server ?busy|service unavailable|"
+    r"internal server error|temporar|transient|try again|\b(?:503|500|502|504|429)\b|connection reset)"
 )
 
 
@@ -164,13 +164,16 @@ def classify(exc: BaseException, what: str) -> AcrTransferError:
         return exc
     from azure.core.exceptions import (  # local: keep this module importable without azure-core
         ClientAuthenticationError,
+        DecodeError,
+        IncompleteReadError,
         HttpResponseError,
         ResourceNotFoundError,
         ServiceRequestError,
         ServiceResponseError,
     )
 
-    if isinstance(exc, (ServiceRequestError, ServiceResponseError, ConnectionError, TimeoutError)):
+    if isinstance(exc, (ServiceRequestError, ServiceResponseError, IncompleteReadError, DecodeError, ConnectionError,
+                        TimeoutError)):  # fmt: skip
         return ServiceUnavailableError(f"{what}: connection problem ({type(exc).__name__}): {exc}")
     if not isinstance(exc, HttpResponseError):
         return PermanentError(f"{what}: unexpected {type(exc).__name__}: {exc}")

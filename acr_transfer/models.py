@@ -12,14 +12,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-ACR_NAME = re.compile(r"^[A-Za-z0-9]{5,50}$")
-ROUTE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+ACR_NAME = re.compile(r"^[A-Za-z0-9]{5,50}\Z")
+ROUTE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}\Z")
 REGISTRY_ID = re.compile(
     r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/Microsoft\.ContainerRegistry/"
-    r"registries/(?P<name>[^/]+)/?$",
+    r"registries/(?P<name>[^/]+)/?\Z",
     re.IGNORECASE,
 )
-SECRET_URI = re.compile(r"^https://[^/\s?#]+/secrets/[A-Za-z0-9-]{1,127}/?$")
+SECRET_URI = re.compile(r"^https://[^/\s?#]+/secrets/[A-Za-z0-9-]{1,127}/?\Z")
 PLACEHOLDERS = {"route", "transfer_id", "batch", "date"}
 
 

@@ -16,10 +16,10 @@ from datetime import UTC, datetime
 from acr_transfer.errors import ConfigError
 
 MAX_PER_RUN = 50
-REPO_RE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
-TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-DIGEST_RE = re.compile(r"^sha256:[a-f0-9]{64}$")
-BLOB_CHARS = re.compile(r"^[A-Za-z0-9._/-]+$")
+REPO_RE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*\Z")
+TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\Z")
+DIGEST_RE = re.compile(r"^sha256:[a-f0-9]{64}\Z")
+BLOB_CHARS = re.compile(r"^[A-Za-z0-9._/-]+\Z")
 
 
 def normalise_artifact(ref: str) -> str:
@@ -45,6 +45,12 @@ def normalise_artifact(ref: str) -> str:
         if not TAG_RE.match(tag):
             raise ConfigError(f"artifact '{ref}' has an invalid tag '{tag}'")
         digest = None
+    first = repo.split("/", 1)[0]
+    if "/" in repo and first != ".." and ("." in first or ":" in first or first == "localhost"):
+        raise ConfigError(
+            f"artifact '{ref}' starts with a registry host '{first}'; name the repository only (the route says which "
+            "registry)"
+        )
     if ".." in repo.split("/") or not REPO_RE.match(repo) or len(repo) > 256:
         raise ConfigError(
             f"artifact '{ref}' has an invalid repository '{repo}': lowercase letters, digits and . _ - separators, "
@@ -101,7 +107,12 @@ def blob_name(template: str, *, route: str, transfer_id: str, batch: int, when: 
         ConfigError: the result is empty, too long, has '..'/empty segments or odd characters.
     """
     when = when or datetime.now(UTC)
-    name = template.format(route=route, transfer_id=transfer_id, batch=f"{batch:03d}", date=when.strftime("%Y%m%d"))
+    try:
+        name = template.format(
+            route=route, transfer_id=transfer_id, batch=f"{batch:03d}", date=when.strftime("%Y%m%d")
+        )
+    except (KeyError, IndexError, ValueError) as e:
+        raise ConfigError(f"blob_name_template '{template}' cannot be rendered: {e}") from None
     segments = name.split("/")
     if (
         not name

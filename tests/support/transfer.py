@@ -47,7 +47,11 @@ def prefect_records() -> dict[str, list[Any]]:
             offset += 200
         runs = client.read_flow_runs(limit=200)
         artifacts = client.read_artifacts(limit=200)
-        events = client._client.post("/events/filter", json={"limit": 200}).json().get("events", [])
+        page = client.read_events(limit=50)
+        events = [e.model_dump(mode="json") for e in page.events]
+        while page.next_page:
+            page = client.read_events_page(str(page.next_page))
+            events += [e.model_dump(mode="json") for e in page.events]
     return {
         "logs": [log.message for log in all_logs],
         "parameters": [r.parameters for r in runs],

@@ -136,13 +136,8 @@ def test_connection_problems_are_transient(exc: Exception) -> None:
     assert "connection problem" in error.message
 
 
-CUT_OFF = (
-    "IncompleteReadError (a body cut off mid-read) is an HttpResponseError subclass with the response's status, "
-    "so classify() goes by that status and calls it permanent"
-)
 
 
-@pytest.mark.xfail(strict=True, reason=CUT_OFF)
 def test_a_body_cut_off_mid_read_is_transient() -> None:
     assert isinstance(classify(IncompleteReadError("cut off", response=FakeResponse(200)), "GET"), TransientError)
 
@@ -194,9 +189,6 @@ def test_other_run_failures_are_permanent(message: str) -> None:
     assert "Pipeline run 'iabc123b001a1' failed" in error.message
 
 
-@pytest.mark.xfail(
-    strict=True, reason="'throttl' and 'temporar' sit inside \\b…\\b, so 'throttled' and 'temporarily' never match"
-)
 @pytest.mark.parametrize("message", ["Request was throttled by storage", "Service temporarily unavailable"])
 def test_throttled_and_temporarily_are_transient(message: str) -> None:
     assert isinstance(run_failure(message, "x"), RunFailedTransient)

@@ -447,7 +447,6 @@ def test_load_routes_errors_name_the_file(tmp_path: Path) -> None:
         load_routes(good)
 
 
-@pytest.mark.xfail(strict=True, reason="models.ROUTE_NAME ends in '$', which also matches before a final newline")
 def test_route_name_with_a_trailing_newline_is_refused() -> None:
     # (with the default template the load-time blob name check happens to catch it, as {route} is in the name)
     problems(valid('- {name: "demo\\n", blob_name_template: "{transfer_id}/b{batch}.tar"}\n'))
