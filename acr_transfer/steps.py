@@ -179,11 +179,49 @@ def verify(batch: BatchPlan, export_run: RunState, import_run: RunState) -> list
     return results
 
 
+def compare_digests(
+    results: list[ArtifactResult], digest_in_source: Callable[[str, str], str | None],
+    digest_in_target: Callable[[str, str], str | None],
+) -> tuple[list[ArtifactResult], list[str]]:  # fmt: skip
+    """Fill each result's digest from the registries and compare them.
+
+    Returns the results and notes about digests that could not be read (left unknown, not failed).
+
+    Raises:
+        VerificationError: an artifact is in the target with a different digest than in the source.
+    """
+    out, notes, mismatches = [], [], []
+    for r in results:
+        repo, sep, ref = r.artifact.partition("@") if "@" in r.artifact else r.artifact.rpartition(":")
+        try:
+            source = r.digest or digest_in_source(repo, ref)
+            target = digest_in_target(repo, ref)
+        except PermanentError as e:
+            notes.append(f"{r.artifact}: digest not compared ({e.message})")
+            out.append(r)
+            continue
+        except Exception as e:  # noqa: BLE001 - an unreachable data plane leaves the digest unknown
+            notes.append(f"{r.artifact}: digest not compared ({type(e).__name__})")
+            out.append(r)
+            continue
+        if source and target and source != target:
+            mismatches.append(f"{r.artifact}: source {source}, target {target}")
+        status = "missing" if target is None else r.status
+        out.append(ArtifactResult(r.artifact, r.batch, r.export_run, r.import_run, status, target or source or ""))
+    if mismatches:
+        raise VerificationError("digests differ between source and target: " + "; ".join(mismatches))
+    missing = [r.artifact for r in out if r.status == "missing"]
+    if missing:
+        raise VerificationError(f"reported imported but not found in the target registry: {', '.join(missing)}")
+    return out, notes
+
+
 def own_finished_blobs(arm: RegistryArm, ctx: TransferContext) -> set[str]:
-    """Blob names this transfer's Succeeded exports already wrote (a resume must not call them taken)."""
+    """Blob names this transfer's own exports (Succeeded, or still running) write: a resume must not call
+    them taken."""
     names = set()
     for batch in ctx.plan.batches:
-        done = current(attempts(arm, ctx.source, lambda k, b=batch: b.export_run(ctx.transfer_id, k)))
-        if done is not None and done.succeeded and done.blob:
-            names.add(done.blob)
+        mine = current(attempts(arm, ctx.source, lambda k, b=batch: b.export_run(ctx.transfer_id, k)))
+        if mine is not None and mine.blob:
+            names.add(mine.blob)
     return names

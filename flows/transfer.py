@@ -6,7 +6,10 @@ report → clean up. Branching and Azure calls live in tasks and the core.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prefect import flow, get_run_logger
+from prefect.exceptions import UnfinishedRun
 
 from acr_transfer.context import TransferContext
 from acr_transfer.errors import AcrTransferError, PreflightError, redact
@@ -64,18 +67,15 @@ def registry_transfer(request: TransferRequest) -> TransferResult:
 
     verified, runs, failures, blobs = {}, {}, [], []
     for b in ctx.plan.batches:
-        export = exports[b.index].result(raise_on_failure=False)
-        imported = imports[b.index].result(raise_on_failure=False)
-        outcome = verifies[b.index].result(raise_on_failure=False)
-        export_name = getattr(export, "name", "")
-        runs[b.index] = (export_name, getattr(imported, "name", ""))
+        chain = [_outcome(f[b.index]) for f in (exports, bridges, imports, verifies)]
+        export, _, imported, outcome = chain
+        runs[b.index] = (getattr(export, "name", ""), getattr(imported, "name", ""))
         if getattr(export, "blob", None):
             blobs.append(export.blob)
         if isinstance(outcome, list):
             verified[b.index] = outcome
-        else:
-            error = next((x for x in (export, bridges[b.index].result(raise_on_failure=False), imported, outcome)
-                          if isinstance(x, BaseException)), outcome)  # fmt: skip
+        else:  # the first step that failed says why; the later ones never ran
+            error = next((x for x in chain if isinstance(x, BaseException)), outcome)
             failures.append(f"batch {b.index}: {_why(error)}")
     result = TransferResult(route=ctx.route.name, transfer_id=ctx.transfer_id, succeeded=not failures,
                             rows=rows_for(ctx, verified, runs), failures=failures, blobs=blobs)  # fmt: skip
@@ -98,6 +98,14 @@ def transfer_preflight(request: TransferRequest) -> list[Check]:
     ctx = plan_transfer(request)
     _, checks = run_preflight(ctx, raise_on_failure=False)
     return checks
+
+
+def _outcome(future: Any) -> Any:
+    """A step's value, or its exception; a step that never ran (upstream failed) gives None."""
+    try:
+        return future.result(raise_on_failure=False)
+    except UnfinishedRun:
+        return None
 
 
 def _why(error: object) -> str:

@@ -12,8 +12,9 @@ import logging
 import threading
 from functools import lru_cache
 
+from acr_transfer.azure.acr_data import RegistryDataPlane
 from acr_transfer.azure.keyvault import KeyVaultSecrets
-from acr_transfer.azure.registry import RegistryArm
+from acr_transfer.azure.registry import RegistryAddress, RegistryArm
 from acr_transfer.azure.storage import BlobStorage
 from acr_transfer.settings import Settings, get_credential, get_settings
 
@@ -70,6 +71,17 @@ def spend_read(subscription: str) -> None:
 @lru_cache(maxsize=1)
 def arm() -> RegistryArm:
     return RegistryArm(get_settings(), get_credential(), before_read=spend_read)
+
+
+@lru_cache(maxsize=1)
+def data_plane() -> RegistryDataPlane:
+    return RegistryDataPlane(get_settings(), get_credential())
+
+
+@lru_cache(maxsize=64)
+def login_server(registry: RegistryAddress) -> str:
+    """A registry's login server, read once per process."""
+    return arm().login_server(registry)
 
 
 @lru_cache(maxsize=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -44,7 +45,7 @@ def _watch(ctx: TransferContext, registry: RegistryAddress, run: RunState, batch
     """Wait for a run with a progress artifact and progress notices; raise when it failed."""
     log = get_run_logger()
     settings = get_settings()
-    key = f"{step}-{run.name.lower()}"
+    key = re.sub(r"[^a-z0-9-]", "-", f"{step}-{run.name.lower()}")
     artifact_id = create_progress_artifact(
         progress=float(run.percentage or 0), key=key, description=f"{step} run {run.name} (batch {batch.index})"
     )
@@ -136,9 +137,25 @@ def _adopt_trigger_run(ctx: TransferContext, batch: BatchPlan, export_run: RunSt
     )
 
 
-@task(name="verify-batch")
+def _compare_digests(ctx: TransferContext, results: list[steps.ArtifactResult]) -> list[steps.ArtifactResult]:
+    log = get_run_logger()
+    plane = clients.data_plane()
+    source, target = clients.login_server(ctx.source), clients.login_server(ctx.target)
+    results, notes = steps.compare_digests(
+        results,
+        lambda repo, ref: plane.manifest_digest(source, repo, ref),
+        lambda repo, ref: plane.manifest_digest(target, repo, ref),
+    )
+    for note in notes:
+        log.warning("%s", note)
+    return results
+
+
+@task(name="verify-batch", **step_options())
 def verify_batch(ctx: TransferContext, batch: BatchPlan, export_run: RunState, import_run: RunState) -> list[Any]:
     """Check that the import brought in every requested artifact of the batch."""
     results = steps.verify(batch, export_run, import_run)
+    if get_settings().verify_digests:
+        results = _compare_digests(ctx, results)
     report(Notice(ctx.transfer_id, batch.index, "verify", "Succeeded", f"{len(results)} artifacts", 100))
     return results

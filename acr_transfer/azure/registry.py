@@ -222,6 +222,12 @@ class RegistryArm:
             ) from None
         return _pipeline_facts(response.json())
 
+    def login_server(self, registry: RegistryAddress) -> str:
+        """The registry's data-plane host (``properties.loginServer``)."""
+        what = f"registry '{registry.name}'"
+        response = self._send(registry.subscription, "GET", registry.id, self.settings.api_version, what)
+        return str((response.json().get("properties") or {}).get("loginServer") or "")
+
     # --- runs ------------------------------------------------------------------------------------------
     def get_run(self, registry: RegistryAddress, name: str) -> RunState | None:
         """GET a run; None when it does not exist."""

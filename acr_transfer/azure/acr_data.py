@@ -1,0 +1,99 @@
+"""The registry data plane, read-only: which digest a tag points at, in the source and in the target.
+
+Anonymous first; on a ``401`` with a Bearer challenge it does ACR's token exchange: the Microsoft Entra
+token of the running identity (ARM scope) → ``/oauth2/exchange`` → refresh token → ``/oauth2/token`` for
+``repository:<repo>:pull``. Nothing is pushed or deleted here.
+"""
+
+from __future__ import annotations
+
+import re
+import ssl
+import threading
+from typing import Any
+
+import httpx
+
+from acr_transfer.errors import AuthError, ServiceUnavailableError
+from acr_transfer.settings import Settings, get_credential, get_settings
+
+ACCEPT = ", ".join(
+    [
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+    ]
+)
+CHALLENGE = re.compile(r'(\w+)="([^"]*)"')
+
+
+class RegistryDataPlane:
+    """HEAD manifests on registries by login server (``name.azurecr.io`` or ``127.0.0.1:PORT``)."""
+
+    def __init__(self, settings: Settings | None = None, credential: Any | None = None) -> None:
+        self.settings = settings or get_settings()
+        self.credential = credential or get_credential()
+        verify: Any = ssl.create_default_context(cafile=self.settings.ca_bundle) if self.settings.ca_bundle else True
+        self.http = httpx.Client(verify=verify, timeout=30, trust_env=False)
+        self._tokens: dict[tuple[str, str], str] = {}
+        self._refresh: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def manifest_digest(self, login_server: str, repo: str, reference: str) -> str | None:
+        """The digest ``repo:reference`` resolves to; None when it does not exist.
+
+        Raises:
+            AuthError: the registry refused this identity.
+            ServiceUnavailableError: the registry could not be reached.
+        """
+        url = f"https://{login_server}/v2/{repo}/manifests/{reference}"
+        response = self._head(url, login_server, repo)
+        if response.status_code == 404:
+            return None
+        if response.status_code in (401, 403):
+            raise AuthError(f"registry {login_server} refused to show {repo}:{reference} to this identity (needs pull)")
+        if response.status_code >= 400:
+            raise ServiceUnavailableError(f"registry {login_server}: {response.status_code} for {repo}:{reference}")
+        return response.headers.get("Docker-Content-Digest")
+
+    def _head(self, url: str, login_server: str, repo: str) -> httpx.Response:
+        headers = {"Accept": ACCEPT}
+        token = self._tokens.get((login_server, repo))
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        try:
+            response = self.http.head(url, headers=headers)
+            if response.status_code == 401 and "bearer" in response.headers.get("WWW-Authenticate", "").lower():
+                token = self._token(login_server, repo, response.headers["WWW-Authenticate"])
+                response = self.http.head(url, headers={**headers, "Authorization": f"Bearer {token}"})
+        except httpx.HTTPError as e:
+            raise ServiceUnavailableError(f"registry {login_server} is not reachable: {type(e).__name__}") from None
+        return response
+
+    def _token(self, login_server: str, repo: str, challenge: str) -> str:
+        params = dict(CHALLENGE.findall(challenge))
+        realm = params.get("realm") or f"https://{login_server}/oauth2/token"
+        service = params.get("service") or login_server
+        with self._lock:
+            refresh = self._refresh.get(login_server)
+            if refresh is None:
+                aad = self.credential.get_token(self.settings.arm_token_scope).token
+                r = self.http.post(
+                    f"https://{login_server}/oauth2/exchange",
+                    data={"grant_type": "access_token", "service": service, "access_token": aad},
+                )
+                if r.status_code >= 400:
+                    raise AuthError(f"registry {login_server} refused the token exchange ({r.status_code})")
+                refresh = str(r.json()["refresh_token"])
+                self._refresh[login_server] = refresh
+            r = self.http.post(
+                realm,
+                data={"grant_type": "refresh_token", "service": service, "scope": f"repository:{repo}:pull",
+                      "refresh_token": refresh},
+            )  # fmt: skip
+            if r.status_code >= 400:
+                raise AuthError(f"registry {login_server} refused a pull token for {repo} ({r.status_code})")
+            token = str(r.json()["access_token"])
+            self._tokens[(login_server, repo)] = token
+            return token
