@@ -17,10 +17,34 @@ class TransferContext:
     route: TransferRoute
     transfer_id: str
     plan: TransferPlan
-    source: RegistryAddress
-    target: RegistryAddress
+    source: RegistryAddress | None
+    target: RegistryAddress | None
     export_pipeline: PipelineFacts | None = None
     import_pipeline: PipelineFacts | None = None
+
+    @property
+    def src(self) -> RegistryAddress:
+        if self.source is None:
+            raise ConfigError(f"route '{self.route.name}' has no source; it can only import")
+        return self.source
+
+    @property
+    def dst(self) -> RegistryAddress:
+        if self.target is None:
+            raise ConfigError(f"route '{self.route.name}' has no target; it can only export")
+        return self.target
+
+    @property
+    def export(self) -> PipelineFacts:
+        if self.export_pipeline is None:
+            raise RuntimeError("the export pipeline is known only after preflight")
+        return self.export_pipeline
+
+    @property
+    def imp(self) -> PipelineFacts:
+        if self.import_pipeline is None:
+            raise RuntimeError("the import pipeline is known only after preflight")
+        return self.import_pipeline
 
     @property
     def timeout_seconds(self) -> float:
@@ -34,13 +58,8 @@ class TransferContext:
             return False
         return exp.container_uri.rstrip("/").lower() != imp.container_uri.rstrip("/").lower()
 
-    def with_pipelines(self, export: PipelineFacts, import_: PipelineFacts) -> TransferContext:
+    def with_pipelines(self, export: PipelineFacts | None, import_: PipelineFacts | None) -> TransferContext:
         return TransferContext(self.route, self.transfer_id, self.plan, self.source, self.target, export, import_)
-
-    def pipelines(self) -> tuple[PipelineFacts, PipelineFacts]:
-        if self.export_pipeline is None or self.import_pipeline is None:
-            raise RuntimeError("pipelines are known only after preflight")
-        return self.export_pipeline, self.import_pipeline
 
 
 def address(ref_parts: tuple[str, str, str]) -> RegistryAddress:
@@ -55,9 +74,12 @@ def resolve(request: TransferRequest, transfer_id: str, default_subscription: st
     """
     route = request.route
     try:
-        source = address(route.source.registry.parts(default_subscription))
-        target = address(route.target.registry.parts(default_subscription))
+        source = address(route.source.registry.parts(default_subscription)) if route.source else None
+        target = address(route.target.registry.parts(default_subscription)) if route.target else None
     except ValueError as e:
         raise ConfigError(f"route '{route.name}': {e}") from e
-    plan = plan_transfer(route.name, route.blob_name_template, transfer_id, request.wanted_artifacts(), route.batch_size)
+    refs = request.wanted_artifacts()
+    if source is None:  # import-only: nothing is exported, so no artifacts are needed to plan
+        refs = refs or ["import-only:latest"]
+    plan = plan_transfer(route.name, route.blob_name_template, transfer_id, refs, route.batch_size)
     return TransferContext(route, transfer_id, plan, source, target)

@@ -165,15 +165,17 @@ def classify(exc: BaseException, what: str) -> AcrTransferError:
     from azure.core.exceptions import (  # local: keep this module importable without azure-core
         ClientAuthenticationError,
         DecodeError,
-        IncompleteReadError,
         HttpResponseError,
+        IncompleteReadError,
         ResourceNotFoundError,
         ServiceRequestError,
         ServiceResponseError,
     )
 
-    if isinstance(exc, (ServiceRequestError, ServiceResponseError, IncompleteReadError, DecodeError, ConnectionError,
-                        TimeoutError)):  # fmt: skip
+    if isinstance(
+        exc,
+        (ServiceRequestError, ServiceResponseError, IncompleteReadError, DecodeError, ConnectionError, TimeoutError),
+    ):
         return ServiceUnavailableError(f"{what}: connection problem ({type(exc).__name__}): {exc}")
     if not isinstance(exc, HttpResponseError):
         return PermanentError(f"{what}: unexpected {type(exc).__name__}: {exc}")

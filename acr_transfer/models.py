@@ -34,7 +34,8 @@ class RegistryRef(Strict):
 
     resource_id: str | None = Field(
         None,
-        description="ARM id: /subscriptions/SUB/resourceGroups/RG/providers/Microsoft.ContainerRegistry/registries/NAME",
+        description="ARM id: /subscriptions/SUB/resourceGroups/RG/providers/Microsoft.ContainerRegistry/"
+        "registries/NAME",
     )
     subscription_id: str | None = Field(None, description="Subscription (default: AZURE_SUBSCRIPTION_ID)")
     resource_group: str | None = Field(None, description="Resource group of the registry")
@@ -139,8 +140,8 @@ class TransferRoute(Strict):
 
     name: str = Field(..., description="Route name: lowercase letters, digits and '-'")
     description: str = Field("", description="What this route is for")
-    source: SourceSide
-    target: TargetSide
+    source: SourceSide | None = Field(None, description="Export side (empty on an import-only route)")
+    target: TargetSide | None = Field(None, description="Import side (empty on an export-only route)")
     artifacts: list[str] = Field(default_factory=list, description="Artifacts: repo, repo:tag or repo@sha256:…")
     blob_name_template: str = Field(
         "{route}/{transfer_id}/batch{batch}.tar",
@@ -158,6 +159,12 @@ class TransferRoute(Strict):
             raise ValueError(f"route name '{value}' must be lowercase letters, digits and '-' (1-63)")
         return value
 
+    @model_validator(mode="after")
+    def _a_side(self) -> TransferRoute:
+        if self.source is None and self.target is None:
+            raise ValueError(f"route '{self.name}' needs a source, a target, or both")
+        return self
+
     @field_validator("blob_name_template")
     @classmethod
     def _template(cls, value: str) -> str:
@@ -169,6 +176,24 @@ class TransferRoute(Strict):
             )
         if "transfer_id" not in names:
             raise ValueError("blob_name_template must contain {transfer_id} so every transfer writes its own blob")
+        return value
+
+
+class ImportRequest(Strict):
+    """Import one blob that is already in the import pipeline's container (the target half alone)."""
+
+    route: TransferRoute = Field(..., description="The route; only its target is used")
+    blob: str = Field(..., description="Blob name in the import pipeline's container")
+    catalog_digest: str | None = Field(None, description="sha256 of the blob from the export run, when known")
+    artifacts: list[str] | None = Field(None, description="Artifacts the blob must bring in (verified when given)")
+    transfer_id: str | None = Field(None, description="Stable id; default derived from the pipeline and blob name")
+
+    @field_validator("blob")
+    @classmethod
+    def _blob(cls, value: str) -> str:
+        segments = value.split("/")
+        if not value or len(value) > 1024 or any(s in ("", ".", "..") for s in segments) or "\n" in value:
+            raise ValueError(f"blob name '{value[:80]}' must be 1-1024 characters without empty or '..' segments")
         return value
 
 

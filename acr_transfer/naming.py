@@ -108,9 +108,7 @@ def blob_name(template: str, *, route: str, transfer_id: str, batch: int, when: 
     """
     when = when or datetime.now(UTC)
     try:
-        name = template.format(
-            route=route, transfer_id=transfer_id, batch=f"{batch:03d}", date=when.strftime("%Y%m%d")
-        )
+        name = template.format(route=route, transfer_id=transfer_id, batch=f"{batch:03d}", date=when.strftime("%Y%m%d"))
     except (KeyError, IndexError, ValueError) as e:
         raise ConfigError(f"blob_name_template '{template}' cannot be rendered: {e}") from None
     segments = name.split("/")

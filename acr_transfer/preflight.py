@@ -9,6 +9,7 @@ Nothing is created when any check fails; each failure names the resource and the
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -44,7 +45,9 @@ def _guard(name: str, fix: str, fn: Callable[[], str]) -> Check:
         return Check(name, False, e.message, fix)
 
 
-def check_pipeline(arm: RegistryArm, registry: RegistryAddress, kind: str, name: str) -> tuple[Check, PipelineFacts | None]:
+def check_pipeline(
+    arm: RegistryArm, registry: RegistryAddress, kind: str, name: str
+) -> tuple[Check, PipelineFacts | None]:
     """The pipeline exists and is Succeeded."""
     label = f"{kind} pipeline '{name}' on {registry.name}"
     try:
@@ -87,7 +90,7 @@ def check_export_side(
     ctx: TransferContext, vault: KeyVaultSecrets, storage: BlobStorage, own_finished_blobs: set[str]
 ) -> list[Check]:
     """Export pipeline's secret and container, and that every export blob name is free."""
-    export, _ = ctx.pipelines()
+    export = ctx.export
     deadline = datetime.now(UTC) + timedelta(seconds=ctx.timeout_seconds)
     checks: list[Check] = []
     sas: SasToken | None = None
@@ -113,7 +116,7 @@ def check_export_side(
                 _guard(
                     f"export blob name '{batch.blob_name}'",
                     "use another transfer id or blob_name_template, delete the blob, or enable OverwriteBlobs",
-                    lambda b=batch.blob_name: _free(storage, export.container_uri, b, sas),
+                    functools.partial(_free, storage, export.container_uri, batch.blob_name, sas),
                 )
             )
     return checks
@@ -121,7 +124,7 @@ def check_export_side(
 
 def check_import_side(ctx: TransferContext, vault: KeyVaultSecrets, storage: BlobStorage) -> list[Check]:
     """Import pipeline's secret and container; the bridge secret when the blob must be copied."""
-    _, imp = ctx.pipelines()
+    imp = ctx.imp
     deadline = datetime.now(UTC) + timedelta(seconds=ctx.timeout_seconds * 2)
     checks: list[Check] = []
     sas: SasToken | None = None
@@ -141,9 +144,7 @@ def check_import_side(ctx: TransferContext, vault: KeyVaultSecrets, storage: Blo
         )
     )
     if ctx.bridged and ctx.route.bridge.secret_uri:
-        check, _ = _sas_check(
-            vault, ctx.route.bridge.secret_uri, "cw", deadline, _https(imp.container_uri), "bridge"
-        )
+        check, _ = _sas_check(vault, ctx.route.bridge.secret_uri, "cw", deadline, _https(imp.container_uri), "bridge")
         checks.append(check)
     return checks
 
@@ -160,7 +161,9 @@ def _list(storage: BlobStorage, container_uri: str, sas: SasToken | None) -> str
 def _free(storage: BlobStorage, container_uri: str, blob: str, sas: SasToken | None) -> str:
     facts = storage.blob_facts(container_uri, blob, sas)
     if facts is not None:
-        raise PermanentError(f"blob '{blob}' already exists in {container_uri} and the export pipeline lacks OverwriteBlobs")
+        raise PermanentError(
+            f"blob '{blob}' already exists in {container_uri} and the export pipeline lacks OverwriteBlobs"
+        )
     return "free"
 
 

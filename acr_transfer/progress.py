@@ -5,6 +5,7 @@ Steps call ``report``; anything (the CLI's live table) may ``subscribe``. No Pre
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,7 +45,5 @@ def report(notice: Notice) -> None:
     with _lock:
         listeners = list(_listeners)
     for listener in listeners:
-        try:
+        with contextlib.suppress(Exception):  # display problems must not fail transfers
             listener(notice)
-        except Exception:  # noqa: BLE001 - display problems must not fail transfers
-            pass

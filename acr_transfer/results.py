@@ -35,7 +35,9 @@ class TransferResult(BaseModel):
         return sum(1 for r in self.rows if r.status == "verified")
 
 
-def rows_for(ctx: TransferContext, verified: dict[int, list[ArtifactResult]], runs: dict[int, tuple[str, str]]) -> list[ArtifactRow]:
+def rows_for(
+    ctx: TransferContext, verified: dict[int, list[ArtifactResult]], runs: dict[int, tuple[str, str]]
+) -> list[ArtifactRow]:
     """A row per requested artifact: verified ones from the verify step, the rest as not verified."""
     rows = []
     for batch in ctx.plan.batches:
@@ -73,3 +75,14 @@ def markdown(result: TransferResult) -> str:
         for r in result.rows
     ]
     return "\n".join(lines)
+
+
+class ExportedBlob(BaseModel):
+    """A blob an export run wrote: what to carry to the other side and how to check it there."""
+
+    batch: int
+    blob: str
+    blob_uri: str
+    run: str
+    catalog_digest: str
+    artifacts: list[str]

@@ -278,9 +278,10 @@ class _Builder:
             return value
         shown = _show(value) if isinstance(node, yaml.ScalarNode) else "a list or mapping"
         self.report.add(
-            loc, f"key {shown} is not a string; quote it (YAML reads yes/no/on/off as true/false)",
+            loc,
+            f"key {shown} is not a string; quote it (YAML reads yes/no/on/off as true/false)",
             line=node.start_mark.line + 1,
-        )  # fmt: skip
+        )
         return None
 
 

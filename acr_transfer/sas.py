@@ -67,9 +67,10 @@ class SasToken:
             raise _not_a_sas(where, "it has no signature (sig)")
         if "si" in fields and not ("sp" in fields and "se" in fields):
             raise _not_a_sas(
-                where, "it uses a stored access policy (si), whose permissions and expiry the token does not show; "
+                where,
+                "it uses a stored access policy (si), whose permissions and expiry the token does not show; "
                 "generate a SAS that carries sp and se itself",
-            )  # fmt: skip
+            )
         permissions = fields.get("sp", "")
         if not _PERMISSION_LETTERS.match(permissions):
             raise _not_a_sas(where, "its permissions (sp) are missing or not lowercase permission letters such as rawl")

@@ -7,6 +7,7 @@ one is a new attempt created (the next K).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,11 +45,12 @@ def current(found: list[RunState]) -> RunState | None:
     return None
 
 
-def start_export(arm: RegistryArm, storage: BlobStorage, vault: KeyVaultSecrets, ctx: TransferContext,
-                 batch: BatchPlan) -> RunState:  # fmt: skip
+def start_export(
+    arm: RegistryArm, storage: BlobStorage, vault: KeyVaultSecrets, ctx: TransferContext, batch: BatchPlan
+) -> RunState:
     """The export run of a batch: reuse, continue, or create the next attempt."""
-    export, _ = ctx.pipelines()
-    found = attempts(arm, ctx.source, lambda k: batch.export_run(ctx.transfer_id, k))
+    export = ctx.export
+    found = attempts(arm, ctx.src, lambda k: batch.export_run(ctx.transfer_id, k))
     existing = current(found)
     if existing is not None:
         return existing
@@ -65,7 +67,7 @@ def start_export(arm: RegistryArm, storage: BlobStorage, vault: KeyVaultSecrets,
         "artifacts": list(batch.artifacts),
         "target": {"type": "AzureStorageBlob", "name": blob},
     }
-    return arm.create_run(ctx.source, batch.export_run(ctx.transfer_id, attempt), body)
+    return arm.create_run(ctx.src, batch.export_run(ctx.transfer_id, attempt), body)
 
 
 def _attempt_blob(blob: str, attempt: int) -> str:
@@ -79,11 +81,13 @@ def _sas(vault: KeyVaultSecrets, secret_uri: str | None) -> SasToken:
     return vault.sas(secret_uri)[1]
 
 
-def bridge(storage: BlobStorage, vault: KeyVaultSecrets, ctx: TransferContext, export_run: RunState) -> BlobFacts | None:
+def bridge(
+    storage: BlobStorage, vault: KeyVaultSecrets, ctx: TransferContext, export_run: RunState
+) -> BlobFacts | None:
     """Copy the exported blob into the import container, server-side; None when no copy is needed."""
     if not ctx.bridged:
         return None
-    export, imp = ctx.pipelines()
+    export, imp = ctx.export, ctx.imp
     if export.storage_access_mode != "SasToken":
         raise PermanentError(
             f"route '{ctx.route.name}': bridging needs the export pipeline '{export.name}' in SasToken mode, because "
@@ -101,8 +105,8 @@ def start_import(arm: RegistryArm, ctx: TransferContext, batch: BatchPlan, expor
     Returns None when the import pipeline's source trigger is on and no manual attempt exists yet: then
     the caller adopts the trigger's run (``find_trigger_run``) instead of importing the blob twice.
     """
-    _, imp = ctx.pipelines()
-    found = attempts(arm, ctx.target, lambda k: batch.import_run(ctx.transfer_id, k))
+    imp = ctx.imp
+    found = attempts(arm, ctx.dst, lambda k: batch.import_run(ctx.transfer_id, k))
     existing = current(found)
     if existing is not None:
         return existing
@@ -114,25 +118,28 @@ def start_import(arm: RegistryArm, ctx: TransferContext, batch: BatchPlan, expor
     }
     if export_run.catalog_digest:
         body["catalogDigest"] = export_run.catalog_digest
-    return arm.create_run(ctx.target, batch.import_run(ctx.transfer_id, len(found) + 1), body)
+    return arm.create_run(ctx.dst, batch.import_run(ctx.transfer_id, len(found) + 1), body)
 
 
 def create_manual_import(arm: RegistryArm, ctx: TransferContext, batch: BatchPlan, export_run: RunState) -> RunState:
     """A manual import after the trigger's run failed (the trigger will not try the same blob again)."""
-    _, imp = ctx.pipelines()
-    found = attempts(arm, ctx.target, lambda k: batch.import_run(ctx.transfer_id, k))
-    body: dict[str, object] = {"pipelineResourceId": imp.id, "source": {"type": "AzureStorageBlob", "name": export_run.blob}}
+    imp = ctx.imp
+    found = attempts(arm, ctx.dst, lambda k: batch.import_run(ctx.transfer_id, k))
+    body: dict[str, object] = {
+        "pipelineResourceId": imp.id,
+        "source": {"type": "AzureStorageBlob", "name": export_run.blob},
+    }
     if export_run.catalog_digest:
         body["catalogDigest"] = export_run.catalog_digest
-    return arm.create_run(ctx.target, batch.import_run(ctx.transfer_id, len(found) + 1), body)
+    return arm.create_run(ctx.dst, batch.import_run(ctx.transfer_id, len(found) + 1), body)
 
 
 def find_trigger_run(arm: RegistryArm, ctx: TransferContext, blob: str) -> RunState | None:
     """The run the import pipeline's source trigger created for ``blob`` (newest first), if any."""
-    _, imp = ctx.pipelines()
+    imp = ctx.imp
     matches = [
         r
-        for r in arm.list_runs(ctx.target)
+        for r in arm.list_runs(ctx.dst)
         if r.blob == blob and r.pipeline_id.lower() == imp.id.lower() and (r.trigger_timestamp or "_" in r.name)
     ]
     if not matches:
@@ -180,9 +187,10 @@ def verify(batch: BatchPlan, export_run: RunState, import_run: RunState) -> list
 
 
 def compare_digests(
-    results: list[ArtifactResult], digest_in_source: Callable[[str, str], str | None],
+    results: list[ArtifactResult],
+    digest_in_source: Callable[[str, str], str | None],
     digest_in_target: Callable[[str, str], str | None],
-) -> tuple[list[ArtifactResult], list[str]]:  # fmt: skip
+) -> tuple[list[ArtifactResult], list[str]]:
     """Fill each result's digest from the registries and compare them.
 
     Returns the results and notes about digests that could not be read (left unknown, not failed).
@@ -192,7 +200,7 @@ def compare_digests(
     """
     out, notes, mismatches = [], [], []
     for r in results:
-        repo, sep, ref = r.artifact.partition("@") if "@" in r.artifact else r.artifact.rpartition(":")
+        repo, _, ref = r.artifact.partition("@") if "@" in r.artifact else r.artifact.rpartition(":")
         try:
             source = r.digest or digest_in_source(repo, ref)
             target = digest_in_target(repo, ref)
@@ -200,7 +208,7 @@ def compare_digests(
             notes.append(f"{r.artifact}: digest not compared ({e.message})")
             out.append(r)
             continue
-        except Exception as e:  # noqa: BLE001 - an unreachable data plane leaves the digest unknown
+        except Exception as e:
             notes.append(f"{r.artifact}: digest not compared ({type(e).__name__})")
             out.append(r)
             continue
@@ -221,7 +229,7 @@ def own_finished_blobs(arm: RegistryArm, ctx: TransferContext) -> set[str]:
     them taken."""
     names = set()
     for batch in ctx.plan.batches:
-        mine = current(attempts(arm, ctx.source, lambda k, b=batch: b.export_run(ctx.transfer_id, k)))
+        mine = current(attempts(arm, ctx.src, functools.partial(batch.export_run, ctx.transfer_id)))
         if mine is not None and mine.blob:
             names.add(mine.blob)
     return names

@@ -28,7 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name, helptext in (("run", "run a transfer for one route"), ("preflight", "run only the preflight checks")):
         p = sub.add_parser(name, help=helptext)
         p.add_argument("--route", required=True, help="route name in the routes file")
-        p.add_argument("--routes", type=Path, default=None, help="routes file (default: $ACR_TRANSFER_ROUTES or routes.yaml)")
+        p.add_argument(
+            "--routes", type=Path, default=None, help="routes file (default: $ACR_TRANSFER_ROUTES or routes.yaml)"
+        )
         p.add_argument("--artifact", action="append", default=[], help="transfer this artifact instead (repeatable)")
         p.add_argument("--transfer-id", default=None, help="continue this transfer (default: a new id)")
         if name == "run":

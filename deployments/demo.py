@@ -30,8 +30,11 @@ def start_standin(state_dir: Path) -> tuple[subprocess.Popen[str], dict[str, str
     print(f"▶ starting the local Azure stand-in (state in {state_dir})", flush=True)
     proc = subprocess.Popen(
         [sys.executable, "-m", "emulator", "up", "--state-dir", str(state_dir), "--run-seconds", "2"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     assert proc.stdout is not None
     deadline = time.monotonic() + 60
     for line in proc.stdout:
@@ -58,16 +61,36 @@ def push_image(client: httpx.Client, registry: str, repo: str, tag: str, payload
     for blob in (payload, config):
         r = client.post(f"https://{registry}/v2/{repo}/blobs/uploads/?digest={_digest(blob)}", content=blob)
         r.raise_for_status()
-    manifest = json.dumps({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": _digest(config), "size": len(config)},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": _digest(payload), "size": len(payload)}],
-    }).encode()  # fmt: skip
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": _digest(config),
+                "size": len(config),
+            },
+            "layers": [
+                {
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": _digest(payload),
+                    "size": len(payload),
+                }
+            ],
+        }
+    ).encode()
     ref = tag or _digest(manifest)
-    client.put(f"https://{registry}/v2/{repo}/manifests/{ref}", content=manifest,
-               headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"}).raise_for_status()  # fmt: skip
-    return {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": _digest(manifest),
-            "size": len(manifest), "platform": {"architecture": arch, "os": "linux"}}  # fmt: skip
+    client.put(
+        f"https://{registry}/v2/{repo}/manifests/{ref}",
+        content=manifest,
+        headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"},
+    ).raise_for_status()
+    return {
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": _digest(manifest),
+        "size": len(manifest),
+        "platform": {"architecture": arch, "os": "linux"},
+    }
 
 
 def push_demo_images(env: dict[str, str]) -> None:
@@ -77,11 +100,17 @@ def push_demo_images(env: dict[str, str]) -> None:
     with httpx.Client(verify=ssl.create_default_context(cafile=env["REQUESTS_CA_BUNDLE"])) as client:
         push_image(client, registry, "demo/hello", "v1", b"hello from the source cloud")
         push_image(client, registry, "demo/world", "v1", b"the world, exported")
-        children = [push_image(client, registry, "demo/multiarch", "", f"layer {a}".encode(), a) for a in ("amd64", "arm64")]
-        index = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
-                            "manifests": children}).encode()  # fmt: skip
-        client.put(f"https://{registry}/v2/demo/multiarch/manifests/1.0", content=index,
-                   headers={"Content-Type": "application/vnd.oci.image.index.v1+json"}).raise_for_status()  # fmt: skip
+        children = [
+            push_image(client, registry, "demo/multiarch", "", f"layer {a}".encode(), a) for a in ("amd64", "arm64")
+        ]
+        index = json.dumps(
+            {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": children}
+        ).encode()
+        client.put(
+            f"https://{registry}/v2/demo/multiarch/manifests/1.0",
+            content=index,
+            headers={"Content-Type": "application/vnd.oci.image.index.v1+json"},
+        ).raise_for_status()
     print("  demo/hello:v1, demo/world:v1, demo/multiarch:1.0 (linux/amd64 + linux/arm64)", flush=True)
 
 
@@ -91,10 +120,24 @@ def main() -> int:
     try:
         push_demo_images(env)
         topology = json.loads(Path(env["ACR_TRANSFER_EMULATOR_TOPOLOGY"]).read_text())
-        run_env = {**os.environ, **env, "TARGET_VAULT_URL": topology["vaults"]["targetvault"]["url"],
-                   "PREFECT_HOME": str(state / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}  # fmt: skip
+        run_env = {
+            **os.environ,
+            **env,
+            "TARGET_VAULT_URL": topology["vaults"]["targetvault"]["url"],
+            "PREFECT_HOME": str(state / "prefect"),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        }
         run_env.pop("PREFECT_API_URL", None)
-        cmd = [sys.executable, "-m", "deployments", "run", "--route", "demo", "--routes", str(ROOT / "routes.example.yaml")]
+        cmd = [
+            sys.executable,
+            "-m",
+            "deployments",
+            "run",
+            "--route",
+            "demo",
+            "--routes",
+            str(ROOT / "routes.example.yaml"),
+        ]
         print(f"▶ {' '.join(['acr-transfer', *cmd[3:]])}", flush=True)
         return subprocess.run(cmd, env=run_env, cwd=ROOT).returncode
     finally:

@@ -52,11 +52,15 @@ class ProgressBoard:
 
 def print_plan(request: TransferRequest, console: Console) -> None:
     ctx = resolve(request, request.transfer_id or "", get_settings().subscription_id)
-    console.print(f"[bold]plan[/bold] transfer {ctx.transfer_id} on route {ctx.route.name}: "
-                  f"{len(ctx.plan.artifacts)} artifacts in {len(ctx.plan.batches)} batch(es)")  # fmt: skip
+    console.print(
+        f"[bold]plan[/bold] transfer {ctx.transfer_id} on route {ctx.route.name}: "
+        f"{len(ctx.plan.artifacts)} artifacts in {len(ctx.plan.batches)} batch(es)"
+    )
     for b in ctx.plan.batches:
-        console.print(f"  batch {b.index}: {len(b.artifacts)} artifacts → export run {b.export_run(ctx.transfer_id, 1)}"
-                      f" → blob {b.blob_name} → import run {b.import_run(ctx.transfer_id, 1)}")  # fmt: skip
+        console.print(
+            f"  batch {b.index}: {len(b.artifacts)} artifacts → export run {b.export_run(ctx.transfer_id, 1)}"
+            f" → blob {b.blob_name} → import run {b.import_run(ctx.transfer_id, 1)}"
+        )
 
 
 def result_table(result: TransferResult) -> Table:
@@ -65,13 +69,15 @@ def result_table(result: TransferResult) -> Table:
         table.add_column(col)
     for r in result.rows:
         colour = "green" if r.status == "verified" else "red"
-        table.add_row(r.artifact, str(r.batch), r.export_run, r.import_run, f"[{colour}]{r.status}[/{colour}]",
-                      r.digest[:19])  # fmt: skip
+        table.add_row(
+            r.artifact, str(r.batch), r.export_run, r.import_run, f"[{colour}]{r.status}[/{colour}]", r.digest[:19]
+        )
     return table
 
 
-def run_command(routes_file: Path, route: str, artifacts: list[str], transfer_id: str, *, dry_run: bool,
-                console: Console) -> int:  # fmt: skip
+def run_command(
+    routes_file: Path, route: str, artifacts: list[str], transfer_id: str, *, dry_run: bool, console: Console
+) -> int:
     """Run ``registry_transfer``; exit code 0 only when every requested artifact was verified."""
     from flows.transfer import registry_transfer, transfer_preflight
 
@@ -108,13 +114,17 @@ def run_command(routes_file: Path, route: str, artifacts: list[str], transfer_id
         console.print(f"[red]✗ {result}[/red]")
         ok = False
     console.print(
-        f"[green]✓ every artifact verified in the target[/green]" if ok
-        else f"[red]✗ transfer {transfer_id} did not complete; re-run with --transfer-id {transfer_id} to continue[/red]"
-    )  # fmt: skip
+        "[green]✓ every artifact verified in the target[/green]"
+        if ok
+        else f"[red]✗ transfer {transfer_id} did not complete; re-run with --transfer-id {transfer_id} "
+        "to continue[/red]"
+    )
     return 0 if ok else 1
 
 
-def preflight_command(routes_file: Path, route: str, artifacts: list[str], transfer_id: str, *, console: Console) -> int:
+def preflight_command(
+    routes_file: Path, route: str, artifacts: list[str], transfer_id: str, *, console: Console
+) -> int:
     """Print every preflight check with ✓ or ✗ and the fix; exit 0 only when all pass."""
     from flows.transfer import transfer_preflight
 

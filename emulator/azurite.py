@@ -149,17 +149,23 @@ class Azurite:
         binary = self.binary or azurite_binary()
         return [
             str(binary),
-            "--blobHost", "127.0.0.1",
-            "--blobPort", str(self.port),
-            "--location", str(self.state_dir / "azurite"),
+            "--blobHost",
+            "127.0.0.1",
+            "--blobPort",
+            str(self.port),
+            "--location",
+            str(self.state_dir / "azurite"),
             "--skipApiVersionCheck",  # the SDK's x-ms-version is newer than Azurite knows
             "--disableTelemetry",
-            "--cert", str(self.tls.cert),
-            "--key", str(self.tls.key),
-            "--oauth", "basic",
+            "--cert",
+            str(self.tls.cert),
+            "--key",
+            str(self.tls.key),
+            "--oauth",
+            "basic",
             # no access log: its lines carry SAS signatures, and the proxy's request log covers each request
             "--silent",
-        ]  # fmt: skip
+        ]
 
     def env(self) -> dict[str, str]:
         """The process environment: the accounts, and trust in the stand-in's CA, because Azurite validates a

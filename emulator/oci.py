@@ -120,17 +120,13 @@ def parse_artifact_ref(ref: str) -> tuple[str, str | None, str | None]:
             tag or digest, or both a tag and a digest); the message names it.
     """
     if not isinstance(ref, str) or not ref:
-        raise ArtifactRefError(
-            f"artifact reference {ref!r} is empty; use repo, repo:tag or repo@sha256:<digest>"
-        )
+        raise ArtifactRefError(f"artifact reference {ref!r} is empty; use repo, repo:tag or repo@sha256:<digest>")
     tag: str | None = None
     digest: str | None = None
     if "@" in ref:
         repo, digest = ref.split("@", 1)
         if not DIGEST_RE.match(digest):
-            raise ArtifactRefError(
-                f"artifact reference {ref!r}: digest must be sha256:<64 lowercase hex digits>"
-            )
+            raise ArtifactRefError(f"artifact reference {ref!r}: digest must be sha256:<64 lowercase hex digits>")
     elif ":" in ref:
         repo, tag = ref.rsplit(":", 1)
         if not TAG_RE.match(tag):
@@ -163,9 +159,7 @@ def resolve_artifact(store: RegistryStore, ref: str) -> ResolvedArtifact:
     return ResolvedArtifact(normalised, repo, tag, manifest.digest, manifest.media_type, len(manifest.data))
 
 
-def _walk(
-    read: Callable[[str], bytes], digest: str, media_type: str
-) -> tuple[list[tuple[str, str]], list[str]]:
+def _walk(read: Callable[[str], bytes], digest: str, media_type: str) -> tuple[list[tuple[str, str]], list[str]]:
     """The manifests reachable from a root manifest as ``(digest, media_type)``, children before their
     index (the order a registry accepts them in), and the blobs they reference, without duplicates."""
     manifests: list[tuple[str, str]] = []
@@ -217,9 +211,7 @@ def _export_plan(store: RegistryStore, artifacts: list[ResolvedArtifact]) -> tup
         manifests, layer_blobs = _walk(read, art.digest, art.media_type)
         for blob in layer_blobs:
             if not store.has_blob(blob):
-                raise ArtifactNotFound(
-                    f"blob {blob} of artifact '{art.ref}' not found in registry '{store.name}'"
-                )
+                raise ArtifactNotFound(f"blob {blob} of artifact '{art.ref}' not found in registry '{store.name}'")
         blobs.update(layer_blobs)
         blobs.update(d for d, _ in manifests)
         annotations = {ANNOTATION_REPOSITORY: art.repo, ANNOTATION_REFERENCE: art.ref}
@@ -330,9 +322,7 @@ def _member_files(tar: tarfile.TarFile, where: str) -> dict[str, tarfile.TarInfo
     return files
 
 
-def _verified_blobs(
-    tar: tarfile.TarFile, files: dict[str, tarfile.TarInfo], where: str
-) -> dict[str, tarfile.TarInfo]:
+def _verified_blobs(tar: tarfile.TarFile, files: dict[str, tarfile.TarInfo], where: str) -> dict[str, tarfile.TarInfo]:
     """The blob members by digest, each checked to hash to its name."""
     blobs: dict[str, tarfile.TarInfo] = {}
     for name, member in files.items():
@@ -380,9 +370,7 @@ def _layout_artifact(entry: object, i: int, blobs: dict[str, tarfile.TarInfo], w
     if media_type not in MANIFEST_MEDIA_TYPES:
         raise LayoutError(f"{at}: mediaType {media_type!r} is not a manifest type")
     if not isinstance(repo, str):
-        raise LayoutError(
-            f"{at} has no {ANNOTATION_REPOSITORY} annotation; the tar was not written by an export"
-        )
+        raise LayoutError(f"{at} has no {ANNOTATION_REPOSITORY} annotation; the tar was not written by an export")
     try:
         parse_artifact_ref(normalise_ref(repo, tag, None if tag else digest))
     except ArtifactRefError as e:
@@ -434,9 +422,7 @@ def _load_layout(tar: tarfile.TarFile, path: Path) -> LayoutTar:
     return layout
 
 
-def _import_artifact(
-    layout: LayoutTar, art: LayoutArtifact, store: RegistryStore, overwrite_tags: bool
-) -> None:
+def _import_artifact(layout: LayoutTar, art: LayoutArtifact, store: RegistryStore, overwrite_tags: bool) -> None:
     """Push one artifact's blobs, then its manifests (children first), then point its tag at it."""
     if art.tag:
         existing = store.resolve(art.repo, art.tag)
@@ -455,9 +441,7 @@ def _import_artifact(
     store.put_manifest(art.repo, art.tag or art.digest, layout.read_blob(art.digest), manifests[-1][1])
 
 
-def import_layout(
-    path: Path, store: RegistryStore, *, overwrite_tags: bool, continue_on_errors: bool
-) -> ImportResult:
+def import_layout(path: Path, store: RegistryStore, *, overwrite_tags: bool, continue_on_errors: bool) -> ImportResult:
     """Import every artifact of an OCI layout tar into ``store``, in ``index.json`` order.
 
     Args:
@@ -477,9 +461,7 @@ def import_layout(
             try:
                 _import_artifact(layout, art, store, overwrite_tags)
             except (TagExists, LayoutError, RegistryError) as e:
-                message = (
-                    str(e) if isinstance(e, TagExists) else f"artifact '{art.ref}' could not be imported: {e}"
-                )
+                message = str(e) if isinstance(e, TagExists) else f"artifact '{art.ref}' could not be imported: {e}"
                 result.failed.append((art.ref, message))
                 if not continue_on_errors:
                     raise ImportFailed(message, art.ref, result) from e

@@ -172,9 +172,7 @@ def sha256_digest(data: bytes) -> str:
 def check_digest(digest: str) -> str:
     """Return ``digest`` if it is ``sha256:<64 lowercase hex>``; raise ``DigestInvalid`` otherwise."""
     if not isinstance(digest, str) or not DIGEST_RE.match(digest):
-        raise DigestInvalid(
-            f"digest {digest!r} is not sha256:<64 lowercase hex digits> (only sha256 is supported)"
-        )
+        raise DigestInvalid(f"digest {digest!r} is not sha256:<64 lowercase hex digits> (only sha256 is supported)")
     return digest
 
 
@@ -370,9 +368,7 @@ class RegistryStore:
 
     def _check_expected(self, actual: str, expected: str | None) -> None:
         if expected is not None and check_digest(expected) != actual:
-            raise DigestInvalid(
-                f"content has digest {actual}, not the expected {expected}", {"digest": actual}
-            )
+            raise DigestInvalid(f"content has digest {actual}, not the expected {expected}", {"digest": actual})
 
     # -- uploads -----------------------------------------------------------------------------------------
 
@@ -433,20 +429,14 @@ class RegistryStore:
             if check_digest(reference) != digest:
                 raise DigestInvalid(f"manifest has digest {digest}, not {reference} it was pushed as")
         elif not TAG_RE.match(reference):
-            raise TagInvalid(
-                f"tag {reference!r} is invalid: use up to 128 of [A-Za-z0-9._-], not starting with . or -"
-            )
+            raise TagInvalid(f"tag {reference!r} is invalid: use up to 128 of [A-Za-z0-9._-], not starting with . or -")
         links = manifest_links(data, media_type)
         for blob in links.blobs:
             if not self.has_blob(blob):
-                raise ManifestBlobUnknown(
-                    f"manifest references blob {blob}, which is not in registry '{self.name}'"
-                )
+                raise ManifestBlobUnknown(f"manifest references blob {blob}, which is not in registry '{self.name}'")
         for child, _ in links.children:
             if self.resolve(repo, child) is None:
-                raise ManifestBlobUnknown(
-                    f"index references manifest {child}, which is not in repository '{repo}'"
-                )
+                raise ManifestBlobUnknown(f"index references manifest {child}, which is not in repository '{repo}'")
         self.put_blob(data, digest)
         with self._lock:
             _atomic_write(self._revision_path(repo, digest), media_type.encode())
@@ -677,9 +667,7 @@ class _RegistryApi:
 
     async def upload_post(self, request: Request, name: str, upload_id: str) -> Response:
         if upload_id:
-            raise Unsupported(
-                "POST starts an upload at /v2/<name>/blobs/uploads/; continue it with PATCH or PUT"
-            )
+            raise Unsupported("POST starts an upload at /v2/<name>/blobs/uploads/; continue it with PATCH or PUT")
         query = request.query_params
         mount = query.get("mount")
         if mount and self.store.has_blob(check_digest(mount)):
@@ -700,9 +688,7 @@ class _RegistryApi:
         if content_range:
             start = content_range.removeprefix("bytes ").removeprefix("bytes=").split("-")[0]
             if not start.isdigit() or int(start) != size:
-                raise BlobUploadInvalid(
-                    f"chunk Content-Range {content_range} does not start at offset {size}"
-                )
+                raise BlobUploadInvalid(f"chunk Content-Range {content_range} does not start at offset {size}")
         size = await _append_body(request, path)
         return Response(status_code=202, headers=self._upload_headers(name, upload_id, size))
 

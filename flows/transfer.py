@@ -12,25 +12,39 @@ from prefect import flow, get_run_logger
 from prefect.exceptions import UnfinishedRun
 
 from acr_transfer.context import TransferContext
-from acr_transfer.errors import AcrTransferError, PreflightError, redact
-from acr_transfer.models import TransferRequest
+from acr_transfer.errors import AcrTransferError, ConfigError, PreflightError, redact
+from acr_transfer.models import ImportRequest, TransferRequest
 from acr_transfer.preflight import Check
-from acr_transfer.results import TransferResult, rows_for
+from acr_transfer.results import ExportedBlob, TransferResult, rows_for
 from tasks.preflight import check_export_side, check_import_side, check_pipeline
 from tasks.report import clean_up_blob, publish_result
-from tasks.transfer import bridge_blob, export_batch, import_batch, plan_transfer, verify_batch
+from tasks.transfer import (
+    bridge_blob,
+    export_batch,
+    import_batch,
+    import_single_blob,
+    plan_import,
+    plan_transfer,
+    verify_batch,
+)
 
 
 def run_preflight(ctx: TransferContext, raise_on_failure: bool = True) -> tuple[TransferContext, list[Check]]:
-    """Every check, concurrently; raises PreflightError listing all failures before anything is created."""
+    """Every check of the route's sides, concurrently; raises PreflightError listing all failures before
+    anything is created."""
     route = ctx.route
-    exp = check_pipeline.submit(ctx.source, "export", route.source.export_pipeline)
-    imp = check_pipeline.submit(ctx.target, "import", route.target.import_pipeline)
-    (exp_check, exp_facts), (imp_check, imp_facts) = exp.result(), imp.result()
-    checks = [exp_check, imp_check]
-    if exp_facts is not None and imp_facts is not None and exp_check.ok and imp_check.ok:
+    exp = check_pipeline.submit(ctx.src, "export", route.source.export_pipeline) if route.source else None
+    imp = check_pipeline.submit(ctx.dst, "import", route.target.import_pipeline) if route.target else None
+    exp_check, exp_facts = exp.result() if exp else (None, None)
+    imp_check, imp_facts = imp.result() if imp else (None, None)
+    checks = [c for c in (exp_check, imp_check) if c is not None]
+    if all(c.ok for c in checks):
         ctx = ctx.with_pipelines(exp_facts, imp_facts)
-        sides = [check_export_side.submit(ctx), check_import_side.submit(ctx)]
+        sides = []
+        if route.source:
+            sides.append(check_export_side.submit(ctx))
+        if route.target:
+            sides.append(check_import_side.submit(ctx))
         for side in sides:
             checks += side.result()
     failed = [c for c in checks if not c.ok]
@@ -43,7 +57,7 @@ def run_preflight(ctx: TransferContext, raise_on_failure: bool = True) -> tuple[
     return ctx, checks
 
 
-@flow(name="registry-transfer", log_prints=False)
+@flow(name="registry-transfer")
 def registry_transfer(request: TransferRequest) -> TransferResult:
     """Transfer artifacts from the route's source registry to its target registry and prove they arrived.
 
@@ -52,21 +66,30 @@ def registry_transfer(request: TransferRequest) -> TransferResult:
     continues the same transfer. Returns the result; raises when any artifact was not verified.
     """
     log = get_run_logger()
+    if request.route.source is None or request.route.target is None:
+        raise ConfigError(f"route '{request.route.name}' needs both a source and a target for registry_transfer")
     ctx = plan_transfer(request)
     ctx, _ = run_preflight(ctx)
     if request.dry_run:
-        result = TransferResult(route=ctx.route.name, transfer_id=ctx.transfer_id, succeeded=True, dry_run=True,
-                                rows=rows_for(ctx, {}, {}))  # fmt: skip
+        result = TransferResult(
+            route=ctx.route.name, transfer_id=ctx.transfer_id, succeeded=True, dry_run=True, rows=rows_for(ctx, {}, {})
+        )
         return publish_result(ctx, result)
-    exports = {b.index: export_batch.submit(ctx, b) for b in ctx.plan.batches}
-    bridges = {b.index: bridge_blob.submit(ctx, b, exports[b.index]) for b in ctx.plan.batches}
+    batches = ctx.plan.batches
+    exports = {b.index: export_batch.submit(ctx, b) for b in batches}
+    # futures as arguments: Prefect waits for them and passes their results (mypy cannot see that)
+    bridges = {b.index: bridge_blob.submit(ctx, b, exports[b.index]) for b in batches}  # type: ignore[call-overload]
     imports = {
-        b.index: import_batch.submit(ctx, b, exports[b.index], wait_for=[bridges[b.index]]) for b in ctx.plan.batches
+        b.index: import_batch.submit(ctx, b, exports[b.index], wait_for=[bridges[b.index]])  # type: ignore[call-overload]
+        for b in batches
     }
-    verifies = {b.index: verify_batch.submit(ctx, b, exports[b.index], imports[b.index]) for b in ctx.plan.batches}
+    verifies = {
+        b.index: verify_batch.submit(ctx, b, exports[b.index], imports[b.index])  # type: ignore[call-overload]
+        for b in batches
+    }
 
     verified, runs, failures, blobs = {}, {}, [], []
-    for b in ctx.plan.batches:
+    for b in batches:
         chain = [_outcome(f[b.index]) for f in (exports, bridges, imports, verifies)]
         export, _, imported, outcome = chain
         runs[b.index] = (getattr(export, "name", ""), getattr(imported, "name", ""))
@@ -77,8 +100,14 @@ def registry_transfer(request: TransferRequest) -> TransferResult:
         else:  # the first step that failed says why; the later ones never ran
             error = next((x for x in chain if isinstance(x, BaseException)), outcome)
             failures.append(f"batch {b.index}: {_why(error)}")
-    result = TransferResult(route=ctx.route.name, transfer_id=ctx.transfer_id, succeeded=not failures,
-                            rows=rows_for(ctx, verified, runs), failures=failures, blobs=blobs)  # fmt: skip
+    result = TransferResult(
+        route=ctx.route.name,
+        transfer_id=ctx.transfer_id,
+        succeeded=not failures,
+        rows=rows_for(ctx, verified, runs),
+        failures=failures,
+        blobs=blobs,
+    )
     publish_result(ctx, result)
     if failures:
         raise AcrTransferError(
@@ -90,6 +119,53 @@ def registry_transfer(request: TransferRequest) -> TransferResult:
             clean_up_blob(ctx, blob)
     log.info("transfer %s complete: %s artifacts verified", ctx.transfer_id, result.verified)
     return result
+
+
+@flow(name="export-artifacts")
+def export_artifacts(request: TransferRequest) -> list[ExportedBlob]:
+    """The source half alone: preflight the export side, export every batch, report the blobs.
+
+    For disconnected clouds: carry the blobs to the other side, then run ``import_blob`` there.
+    """
+    if request.route.source is None:
+        raise ConfigError(f"route '{request.route.name}' has no source to export from")
+    ctx = plan_transfer(request)
+    ctx, _ = run_preflight(ctx)
+    futures = {b.index: export_batch.submit(ctx, b) for b in ctx.plan.batches}
+    exported, failures = [], []
+    for b in ctx.plan.batches:
+        run = _outcome(futures[b.index])
+        if isinstance(run, BaseException) or run is None:
+            failures.append(f"batch {b.index}: {_why(run)}")
+            continue
+        exported.append(
+            ExportedBlob(
+                batch=b.index,
+                blob=run.blob or "",
+                blob_uri=run.blob_uri or "",
+                run=run.name,
+                catalog_digest=run.catalog_digest or "",
+                artifacts=list(b.artifacts),
+            )
+        )
+    if failures:
+        raise AcrTransferError(f"export {ctx.transfer_id} failed:\n" + "\n".join(failures))
+    get_run_logger().info("exported %s blob(s): %s", len(exported), ", ".join(e.blob for e in exported))
+    return exported
+
+
+@flow(name="import-blob")
+def import_blob(request: ImportRequest) -> TransferResult:
+    """The target half alone: import one blob already in the import container, wait, verify.
+
+    Needs only the route's target. With the import pipeline's source trigger on, the trigger's run for
+    the blob is adopted instead of importing it twice.
+    """
+    if request.route.target is None:
+        raise ConfigError(f"route '{request.route.name}' has no target to import into")
+    ctx = plan_import(request)
+    ctx, _ = run_preflight(ctx)
+    return import_single_blob(ctx, request)
 
 
 @flow(name="transfer-preflight")
@@ -111,4 +187,6 @@ def _outcome(future: Any) -> Any:
 def _why(error: object) -> str:
     if isinstance(error, AcrTransferError):
         return error.message
+    if error is None:
+        return "an earlier step did not finish"
     return redact(f"{type(error).__name__}: {error}")

@@ -48,8 +48,12 @@ def ensure_read_budget(subscription: str, settings: Settings | None = None) -> s
                         slot_decay_per_second=settings.read_budget_per_second,
                     )
                 )
-                log.info("created ARM read budget %s (%s burst, %s/s)", name, settings.read_budget_burst,
-                         settings.read_budget_per_second)  # fmt: skip
+                log.info(
+                    "created ARM read budget %s (%s burst, %s/s)",
+                    name,
+                    settings.read_budget_burst,
+                    settings.read_budget_per_second,
+                )
             except ObjectAlreadyExists:
                 pass
     return name

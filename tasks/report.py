@@ -14,11 +14,14 @@ from tasks import clients
 
 def _resources(ctx: TransferContext, blobs: list[str]) -> list[dict[str, str]]:
     related = [
-        {"prefect.resource.id": f"azure.acr.{ctx.source.id.lower()}", "prefect.resource.role": "source-registry",
-         "prefect.resource.name": ctx.source.name},
-        {"prefect.resource.id": f"azure.acr.{ctx.target.id.lower()}", "prefect.resource.role": "target-registry",
-         "prefect.resource.name": ctx.target.name},
-    ]  # fmt: skip
+        {
+            "prefect.resource.id": f"azure.acr.{reg.id.lower()}",
+            "prefect.resource.role": role,
+            "prefect.resource.name": reg.name,
+        }
+        for reg, role in ((ctx.source, "source-registry"), (ctx.target, "target-registry"))
+        if reg is not None
+    ]
     for blob in blobs:
         related.append({"prefect.resource.id": f"azure.blob.{blob}", "prefect.resource.role": "blob"})
     return related
@@ -50,10 +53,17 @@ def publish_result(ctx: TransferContext, result: TransferResult) -> TransferResu
     create_markdown_artifact(key=f"{key}-summary", markdown=redact(markdown(result)))
     if not result.dry_run:
         event = "acr.transfer.imported" if result.succeeded else "acr.transfer.failed"
-        emit(ctx, event, result.blobs, verified=result.verified, requested=len(result.rows),
-             failures=[redact(f) for f in result.failures])  # fmt: skip
-    get_run_logger().info("transfer %s: %s of %s artifacts verified", ctx.transfer_id, result.verified,
-                          len(result.rows))  # fmt: skip
+        emit(
+            ctx,
+            event,
+            result.blobs,
+            verified=result.verified,
+            requested=len(result.rows),
+            failures=[redact(f) for f in result.failures],
+        )
+    get_run_logger().info(
+        "transfer %s: %s of %s artifacts verified", ctx.transfer_id, result.verified, len(result.rows)
+    )
     return result
 
 
@@ -61,10 +71,10 @@ def publish_result(ctx: TransferContext, result: TransferResult) -> TransferResu
 def clean_up_blob(ctx: TransferContext, blob: str) -> bool:
     """Delete the export-side blob after a verified import (route policy); a failure only warns."""
     log = get_run_logger()
-    export, _ = ctx.pipelines()
+    export = ctx.export
     try:
         deleted = clients.storage().delete_blob(export.container_uri, blob, None)
-    except Exception as e:  # noqa: BLE001 - cleanup must never fail a verified transfer
+    except Exception as e:
         log.warning("could not delete export blob %s in %s: %s", blob, export.container_uri, redact(str(e)))
         return False
     log.info("deleted export blob %s from %s", blob, export.container_uri)

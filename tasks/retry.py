@@ -16,7 +16,7 @@ def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
         state.result()
     except TransientError:
         return True
-    except BaseException:  # noqa: BLE001 - anything else is permanent by definition here
+    except BaseException:
         return False
     return False
 

@@ -15,10 +15,11 @@ from acr_transfer.azure.registry import RegistryAddress, RunState
 from acr_transfer.azure.storage import BlobFacts
 from acr_transfer.context import TransferContext, resolve
 from acr_transfer.errors import RunTimeoutError, run_failure
-from acr_transfer.models import TransferRequest
-from acr_transfer.naming import BatchPlan, derive_transfer_id
+from acr_transfer.models import ImportRequest, TransferRequest
+from acr_transfer.naming import BatchPlan, derive_transfer_id, normalise_artifacts
 from acr_transfer.polling import PollPlan, wait_for_run
 from acr_transfer.progress import Notice, report
+from acr_transfer.results import ArtifactRow, TransferResult
 from acr_transfer.settings import get_settings
 from tasks import clients
 from tasks.report import emit
@@ -36,8 +37,11 @@ def plan_transfer(request: TransferRequest) -> TransferContext:
     ctx = resolve(request, transfer_id, get_settings().subscription_id)
     get_run_logger().info(
         "transfer %s: %s artifacts in %s batch(es) on route %s",
-        transfer_id, len(ctx.plan.artifacts), len(ctx.plan.batches), ctx.route.name,
-    )  # fmt: skip
+        transfer_id,
+        len(ctx.plan.artifacts),
+        len(ctx.plan.batches),
+        ctx.route.name,
+    )
     return ctx
 
 
@@ -46,7 +50,7 @@ def _watch(ctx: TransferContext, registry: RegistryAddress, run: RunState, batch
     log = get_run_logger()
     settings = get_settings()
     key = re.sub(r"[^a-z0-9-]", "-", f"{step}-{run.name.lower()}")
-    artifact_id = create_progress_artifact(
+    artifact_id: Any = create_progress_artifact(
         progress=float(run.percentage or 0), key=key, description=f"{step} run {run.name} (batch {batch.index})"
     )
     last = [-1]
@@ -79,11 +83,19 @@ def _watch(ctx: TransferContext, registry: RegistryAddress, run: RunState, batch
 def export_batch(ctx: TransferContext, batch: BatchPlan) -> RunState:
     """Create (or find) the batch's export run and wait until it has written its blob."""
     run = steps.start_export(clients.arm(), clients.storage(), clients.vault(), ctx, batch)
-    get_run_logger().info("export run %s for batch %s (%s artifacts) → blob %s", run.name, batch.index,
-                          len(batch.artifacts), run.blob)  # fmt: skip
-    final = _watch(ctx, ctx.source, run, batch, "export")
-    emit(ctx, "acr.transfer.exported", [final.blob_uri or final.blob or ""], batch=batch.index, run=final.name,
-         catalog_digest=final.catalog_digest, artifacts=list(batch.artifacts))  # fmt: skip
+    get_run_logger().info(
+        "export run %s for batch %s (%s artifacts) → blob %s", run.name, batch.index, len(batch.artifacts), run.blob
+    )
+    final = _watch(ctx, ctx.src, run, batch, "export")
+    emit(
+        ctx,
+        "acr.transfer.exported",
+        [final.blob_uri or final.blob or ""],
+        batch=batch.index,
+        run=final.name,
+        catalog_digest=final.catalog_digest,
+        artifacts=list(batch.artifacts),
+    )
     return final
 
 
@@ -95,8 +107,9 @@ def bridge_blob(ctx: TransferContext, batch: BatchPlan, export_run: RunState) ->
     report(Notice(ctx.transfer_id, batch.index, "bridge", "Running", export_run.blob or ""))
     facts = steps.bridge(clients.storage(), clients.vault(), ctx, export_run)
     if facts is not None:
-        get_run_logger().info("bridged blob %s (%s bytes, MD5 kept) into %s", facts.name, facts.size,
-                              ctx.pipelines()[1].container_uri)  # fmt: skip
+        get_run_logger().info(
+            "bridged blob %s (%s bytes, MD5 kept) into %s", facts.name, facts.size, ctx.imp.container_uri
+        )
     report(Notice(ctx.transfer_id, batch.index, "bridge", "Succeeded", export_run.blob or "", 100))
     return facts
 
@@ -109,7 +122,7 @@ def import_batch(ctx: TransferContext, batch: BatchPlan, export_run: RunState) -
     if run is None:
         run = _adopt_trigger_run(ctx, batch, export_run)
     get_run_logger().info("import run %s for batch %s ← blob %s", run.name, batch.index, export_run.blob)
-    return _watch(ctx, ctx.target, run, batch, "import")
+    return _watch(ctx, ctx.dst, run, batch, "import")
 
 
 def _adopt_trigger_run(ctx: TransferContext, batch: BatchPlan, export_run: RunState) -> RunState:
@@ -131,7 +144,7 @@ def _adopt_trigger_run(ctx: TransferContext, batch: BatchPlan, export_run: RunSt
         time.sleep(delay)
         delay = min(delay * 1.5, settings.poll_max_seconds)
     raise RunTimeoutError(
-        f"the source trigger of import pipeline '{ctx.pipelines()[1].name}' created no run for blob "
+        f"the source trigger of import pipeline '{ctx.imp.name}' created no run for blob "
         f"'{export_run.blob}' within {settings.trigger_wait_minutes:g} min: the blob needs metadata "
         "category=acr-transfer-blob and Content-MD5, and the pipeline's SAS needs List"
     )
@@ -140,7 +153,7 @@ def _adopt_trigger_run(ctx: TransferContext, batch: BatchPlan, export_run: RunSt
 def _compare_digests(ctx: TransferContext, results: list[steps.ArtifactResult]) -> list[steps.ArtifactResult]:
     log = get_run_logger()
     plane = clients.data_plane()
-    source, target = clients.login_server(ctx.source), clients.login_server(ctx.target)
+    source, target = clients.login_server(ctx.src), clients.login_server(ctx.dst)
     results, notes = steps.compare_digests(
         results,
         lambda repo, ref: plane.manifest_digest(source, repo, ref),
@@ -159,3 +172,43 @@ def verify_batch(ctx: TransferContext, batch: BatchPlan, export_run: RunState, i
         results = _compare_digests(ctx, results)
     report(Notice(ctx.transfer_id, batch.index, "verify", "Succeeded", f"{len(results)} artifacts", 100))
     return results
+
+
+@task(name="plan-import")
+def plan_import(request: ImportRequest) -> TransferContext:
+    """Plan the import of one blob; the id is derived from pipeline and blob, so a repeated event or a retry
+    finds the import it already started."""
+    target = request.route.target
+    seed = f"{target.import_pipeline if target else ''}/{request.blob}"
+    transfer_id = request.transfer_id or derive_transfer_id(seed)
+    as_transfer = TransferRequest(route=request.route, artifacts=request.artifacts, transfer_id=transfer_id)
+    return resolve(as_transfer, transfer_id, get_settings().subscription_id)
+
+
+@task(name="import-single-blob", **step_options())
+def import_single_blob(ctx: TransferContext, request: ImportRequest) -> TransferResult:
+    """Import (or adopt the trigger's import of) one blob, wait, and verify what came in."""
+    expected = normalise_artifacts(request.artifacts) if request.artifacts else []
+    batch = BatchPlan(1, expected, request.blob)
+    blob_run = RunState.from_json(
+        {
+            "name": "",
+            "properties": {
+                "request": {"target": {"name": request.blob}},
+                "response": {"catalogDigest": request.catalog_digest},
+            },
+        }
+    )
+    run = steps.start_import(clients.arm(), ctx, batch, blob_run) or _adopt_trigger_run(ctx, batch, blob_run)
+    get_run_logger().info("import run %s ← blob %s", run.name, request.blob)
+    final = _watch(ctx, ctx.dst, run, batch, "import")
+    if expected:
+        results = steps.verify(batch, blob_run, final)
+    else:
+        results = [steps.ArtifactResult(a, 1, "", final.name, "imported", "") for a in final.imported_artifacts]
+    rows = [ArtifactRow(**vars(r)) for r in results]
+    result = TransferResult(
+        route=ctx.route.name, transfer_id=ctx.transfer_id, succeeded=True, rows=rows, blobs=[request.blob]
+    )
+    emit(ctx, "acr.transfer.imported", [request.blob], run=final.name, imported=list(final.imported_artifacts))
+    return result

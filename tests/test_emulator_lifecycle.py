@@ -61,8 +61,11 @@ def test_sigterm_leaves_nothing_running_and_state_survives_restart(tmp_path: Pat
         pid = first.topology["pipelines"]["exportpipeline"]["id"]
         names = [f"life{i}run" for i in range(5)]
         for n in names:
-            req = m.PipelineRunRequest(pipeline_resource_id=pid, artifacts=[pushed.by_tag],
-                                       target=m.PipelineRunTargetProperties(type="AzureStorageBlob", name=f"{n}.tar"))
+            req = m.PipelineRunRequest(
+                pipeline_resource_id=pid,
+                artifacts=[pushed.by_tag],
+                target=m.PipelineRunTargetProperties(type="AzureStorageBlob", name=f"{n}.tar"),
+            )
             client.pipeline_runs.begin_create(azure.RG, "sourceregistry", n, m.PipelineRun(request=req)).result()
         # paging: five runs in pages of two, followed through nextLink by the SDK
         path = f"{first.topology['registries']['sourceregistry']['id']}/pipelineRuns?api-version=2025-03-01-preview"
@@ -141,8 +144,9 @@ def test_key_vault_challenge_versions_and_errors(standin: StandIn) -> None:
     assert kv.get_secret("versioned").value == "second"
     assert kv.get_secret("versioned", one.properties.version).value == "first"
     assert {p.version for p in kv.list_properties_of_secret_versions("versioned")} == {
-        one.properties.version, two.properties.version,
-    }  # fmt: skip
+        one.properties.version,
+        two.properties.version,
+    }
     imported = kv.get_secret("acrimportsas")
     assert imported.properties.enabled and imported.properties.expires_on is None
     assert imported.properties.created_on is not None

@@ -121,9 +121,7 @@ class ServedRegistry:
     ca: Path
 
     def client(self) -> httpx.Client:
-        return httpx.Client(
-            base_url=self.url, verify=ssl.create_default_context(cafile=str(self.ca)), timeout=10
-        )
+        return httpx.Client(base_url=self.url, verify=ssl.create_default_context(cafile=str(self.ca)), timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -231,9 +229,7 @@ def test_chunked_upload_with_status_and_out_of_order_chunk(http: httpx.Client) -
     assert error_code(http.get(location)) == "BLOB_UPLOAD_UNKNOWN"
 
 
-def test_digest_mismatch_is_rejected_and_nothing_is_stored(
-    served: ServedRegistry, http: httpx.Client
-) -> None:
+def test_digest_mismatch_is_rejected_and_nothing_is_stored(served: ServedRegistry, http: httpx.Client) -> None:
     wrong = digest_of(b"something else")
     r = http.post("/v2/bad/blobs/uploads/", params={"digest": wrong}, content=b"payload")
     assert r.status_code == 400
@@ -245,9 +241,7 @@ def test_digest_mismatch_is_rejected_and_nothing_is_stored(
     http.patch(location, content=b"payload")
     r = http.put(location, params={"digest": wrong})
     assert (r.status_code, error_code(r)) == (400, "DIGEST_INVALID")
-    assert (
-        error_code(http.put(location, params={"digest": digest_of(b"payload")})) == "BLOB_UPLOAD_UNKNOWN"
-    )  # ended
+    assert error_code(http.put(location, params={"digest": digest_of(b"payload")})) == "BLOB_UPLOAD_UNKNOWN"  # ended
 
 
 def test_unknown_blob_gives_oci_error_body(http: httpx.Client) -> None:

@@ -89,9 +89,13 @@ class RegistryDataPlane:
                 self._refresh[login_server] = refresh
             r = self.http.post(
                 realm,
-                data={"grant_type": "refresh_token", "service": service, "scope": f"repository:{repo}:pull",
-                      "refresh_token": refresh},
-            )  # fmt: skip
+                data={
+                    "grant_type": "refresh_token",
+                    "service": service,
+                    "scope": f"repository:{repo}:pull",
+                    "refresh_token": refresh,
+                },
+            )
             if r.status_code >= 400:
                 raise AuthError(f"registry {login_server} refused a pull token for {repo} ({r.status_code})")
             token = str(r.json()["access_token"])

@@ -38,7 +38,8 @@ class RegistryAddress:
 
     @property
     def id(self) -> str:
-        return f"/subscriptions/{self.subscription}/resourceGroups/{self.resource_group}/providers/{PROVIDER}/registries/{self.name}"
+        rg = f"/subscriptions/{self.subscription}/resourceGroups/{self.resource_group}"
+        return f"{rg}/providers/{PROVIDER}/registries/{self.name}"
 
     def child(self, kind: str, name: str) -> str:
         return f"{self.id}/{kind}/{name}"
@@ -213,7 +214,9 @@ class RegistryArm:
         collection = "exportPipelines" if kind == "export" else "importPipelines"
         what = f"{kind} pipeline '{name}' on registry '{registry.name}'"
         try:
-            response = self._send(registry.subscription, "GET", registry.child(collection, name), STORAGE_MODE_API, what)
+            response = self._send(
+                registry.subscription, "GET", registry.child(collection, name), STORAGE_MODE_API, what
+            )
         except NotFoundError as e:
             raise NotFoundError(
                 f"{what} (resource group {registry.resource_group}) does not exist; create it or fix the route",
@@ -294,12 +297,9 @@ def _http_error(response: HttpResponse, what: str) -> AcrTransferError:
     code, message = err.get("code"), err.get("message")
     detail = f"{what}: {response.status_code} {code or response.reason}: {message or response.text()[:300]}"
     classified = classify(exc, what)
-    return type(classified)(
-        detail, **_extra(classified), code=code or classified.code, status=response.status_code
-    )
+    return type(classified)(detail, **_extra(classified), code=code or classified.code, status=response.status_code)
 
 
 def _extra(err: AcrTransferError) -> dict[str, Any]:
     retry_after = getattr(err, "retry_after", None)
     return {"retry_after": retry_after} if retry_after is not None else {}
-

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 
 import pytest
@@ -57,8 +58,19 @@ def test_happy_path_tag_digest_and_index(standin: StandIn) -> None:
         a for a in records["artifacts"] if isinstance(a, list | dict) and req.transfer_id in json.dumps(a)
     ]
     assert tables, "no table artifact for the transfer"
-    kinds = {e["event"] for e in records["events"] if req.transfer_id in json.dumps(e)}
-    assert {"acr.transfer.exported", "acr.transfer.imported"} <= kinds
+    wanted = {"acr.transfer.exported", "acr.transfer.imported"}
+    deadline = time.monotonic() + 20  # the server persists events asynchronously
+    while True:
+        mine = [e for e in records["events"] if req.transfer_id in json.dumps(e)]
+        if wanted <= {e["event"] for e in mine} or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+        records = prefect_records()
+    assert wanted <= {e["event"] for e in mine}
+    imported = next(e for e in mine if e["event"] == "acr.transfer.imported")
+    roles = {r["prefect.resource.role"] for r in imported["related"]}
+    assert {"source-registry", "target-registry", "blob"} <= roles
+    assert all(r.digest.startswith("sha256:") for r in result.rows)
 
 
 def test_120_artifacts_make_three_batches(standin: StandIn) -> None:

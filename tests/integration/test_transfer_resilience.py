@@ -38,11 +38,19 @@ def image(standin: StandIn):
 
 def export_pipeline(standin: StandIn, name: str, secret: str) -> None:
     uri = standin.topology["storage_accounts"]["sourcestorage"]["containers"]["transfer"]
-    azure.arm().export_pipelines.begin_create(azure.RG, "sourceregistry", name, m.ExportPipeline(
-        identity=m.IdentityProperties(type="SystemAssigned"),
-        target=m.ExportPipelineTargetProperties(type="AzureStorageBlobContainer", uri=uri,
-                                                key_vault_uri=f"{standin.topology['vaults']['sourcevault']['url']}/secrets/{secret}"),
-    )).result()  # fmt: skip
+    azure.arm().export_pipelines.begin_create(
+        azure.RG,
+        "sourceregistry",
+        name,
+        m.ExportPipeline(
+            identity=m.IdentityProperties(type="SystemAssigned"),
+            target=m.ExportPipelineTargetProperties(
+                type="AzureStorageBlobContainer",
+                uri=uri,
+                key_vault_uri=f"{standin.topology['vaults']['sourcevault']['url']}/secrets/{secret}",
+            ),
+        ),
+    ).result()
 
 
 def with_export(standin: StandIn, name: str, secret: str, sas: str) -> str:
@@ -66,21 +74,48 @@ def preflight_fails(standin: StandIn, req, *expected: str) -> str:
 def test_preflight_names_the_resource_and_the_fix(standin: StandIn, image) -> None:
     kv = azure.secrets(standin, "sourcevault")
     cases = []
-    disabled = with_export(standin, "pfdisabled", "pfdisabledsas", azure.container_sas(standin, "sourcestorage", "transfer", "rawl"))
+    disabled = with_export(
+        standin, "pfdisabled", "pfdisabledsas", azure.container_sas(standin, "sourcestorage", "transfer", "rawl")
+    )
     kv.update_secret_properties("pfdisabledsas", enabled=False)
     cases.append((disabled, ["pfdisabledsas", "disabled"]))
-    cases.append((with_export(standin, "pfexpired", "pfexpiredsas",
-                              azure.container_sas(standin, "sourcestorage", "transfer", "rawl", hours=-1)),
-                  ["pfexpiredsas", "expired"]))  # fmt: skip
-    cases.append((with_export(standin, "pfnowrite", "pfnowritesas",
-                              azure.container_sas(standin, "sourcestorage", "transfer", "ral")),
-                  ["pfnowritesas", "'w'"]))  # fmt: skip
-    cases.append((with_export(standin, "pfshort", "pfshortsas",
-                              azure.container_sas(standin, "sourcestorage", "transfer", "rawl", hours=1)),
-                  ["pfshortsas", "deadline"]))  # fmt: skip
+    cases.append(
+        (
+            with_export(
+                standin,
+                "pfexpired",
+                "pfexpiredsas",
+                azure.container_sas(standin, "sourcestorage", "transfer", "rawl", hours=-1),
+            ),
+            ["pfexpiredsas", "expired"],
+        )
+    )
+    cases.append(
+        (
+            with_export(
+                standin, "pfnowrite", "pfnowritesas", azure.container_sas(standin, "sourcestorage", "transfer", "ral")
+            ),
+            ["pfnowritesas", "'w'"],
+        )
+    )
+    cases.append(
+        (
+            with_export(
+                standin,
+                "pfshort",
+                "pfshortsas",
+                azure.container_sas(standin, "sourcestorage", "transfer", "rawl", hours=1),
+            ),
+            ["pfshortsas", "deadline"],
+        )
+    )
     for pipeline, words in cases:
-        rt = route(standin, f"pf-{pipeline}", source={"registry": {"resource_group": azure.RG, "name": "sourceregistry"},
-                                                     "export_pipeline": pipeline}, timeout_minutes=180)  # fmt: skip
+        rt = route(
+            standin,
+            f"pf-{pipeline}",
+            source={"registry": {"resource_group": azure.RG, "name": "sourceregistry"}, "export_pipeline": pipeline},
+            timeout_minutes=180,
+        )
         preflight_fails(standin, request(rt, [image.by_tag]), *words)
 
 
@@ -107,8 +142,11 @@ def test_example_routes_direct_and_triggered(standin: StandIn, image, monkeypatc
     triggered_req = request(routes.get("triggered"), [image.by_tag])
     result = registry_transfer(triggered_req)
     assert result.succeeded
-    runs = [r for r in azure.arm().pipeline_runs.list(azure.RG, "targetregistry")
-            if r.request.source and triggered_req.transfer_id in (r.request.source.name or "")]  # fmt: skip
+    runs = [
+        r
+        for r in azure.arm().pipeline_runs.list(azure.RG, "targetregistry")
+        if r.request.source and triggered_req.transfer_id in (r.request.source.name or "")
+    ]
     assert len(runs) == 1, [r.name for r in runs]
     assert "_" in runs[0].name and runs[0].response.trigger.source_trigger.timestamp
     assert result.rows[0].import_run == runs[0].name
@@ -171,10 +209,15 @@ def test_killed_during_export_wait_resumes_without_a_second_export(standin: Stan
         "import json, pathlib\n"
         "s = StandIn(pathlib.Path(sys.argv[1]), None, topology=json.loads(pathlib.Path(sys.argv[2]).read_text()))\n"
         f"registry_transfer(request(route(s, 'killed', import_pipeline='directimport'), ['{image.by_tag}'], transfer_id='{tid}'))\n"
-    )  # fmt: skip
+    )
     env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value()), "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, str(script), str(standin.state_dir), str(standin.state_dir / "topology.json")],
-                            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(standin.state_dir), str(standin.state_dir / "topology.json")],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
@@ -191,8 +234,9 @@ def test_killed_during_export_wait_resumes_without_a_second_export(standin: Stan
         if proc.poll() is None:
             proc.kill()
         ctx.post(f"{control}/speed", json={"min_seconds": 0.3}).raise_for_status()
-    result = registry_transfer(request(route(standin, "killed", import_pipeline="directimport"), [image.by_tag],
-                                       transfer_id=tid))  # fmt: skip
+    result = registry_transfer(
+        request(route(standin, "killed", import_pipeline="directimport"), [image.by_tag], transfer_id=tid)
+    )
     assert result.succeeded
     exports = [r for r in azure.arm().pipeline_runs.list(azure.RG, "sourceregistry") if r.name.startswith(f"x{tid}")]
     assert [r.name for r in exports] == [f"x{tid}b001a1"]
@@ -200,5 +244,3 @@ def test_killed_during_export_wait_resumes_without_a_second_export(standin: Stan
     imports = [r for r in azure.arm().pipeline_runs.list(azure.RG, "targetregistry") if r.name.startswith(f"i{tid}")]
     assert len(imports) == 1 and imports[0].provisioning_state == "Succeeded"
     assert manifest_digest(login(standin, "targetregistry"), image.repo, "v1", standin.ca)[0] == image.digest
-
-

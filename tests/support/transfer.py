@@ -15,8 +15,14 @@ def route(standin: StandIn, name: str, import_pipeline: str = "importpipeline", 
     vault = standin.topology["vaults"]["targetvault"]["url"]
     doc: dict[str, Any] = {
         "name": name,
-        "source": {"registry": {"resource_group": azure.RG, "name": "sourceregistry"}, "export_pipeline": "exportpipeline"},
-        "target": {"registry": {"resource_group": azure.RG, "name": "targetregistry"}, "import_pipeline": import_pipeline},
+        "source": {
+            "registry": {"resource_group": azure.RG, "name": "sourceregistry"},
+            "export_pipeline": "exportpipeline",
+        },
+        "target": {
+            "registry": {"resource_group": azure.RG, "name": "targetregistry"},
+            "import_pipeline": import_pipeline,
+        },
         "bridge": {"secret_uri": f"{vault}/secrets/acrbridgesas"},
         "timeout_minutes": 2,
     }
@@ -25,7 +31,9 @@ def route(standin: StandIn, name: str, import_pipeline: str = "importpipeline", 
 
 
 def request(rt: TransferRoute, artifacts: list[str], **kw: Any) -> TransferRequest:
-    return TransferRequest(route=rt, artifacts=artifacts, transfer_id=kw.pop("transfer_id", uuid.uuid4().hex[:12]), **kw)
+    return TransferRequest(
+        route=rt, artifacts=artifacts, transfer_id=kw.pop("transfer_id", uuid.uuid4().hex[:12]), **kw
+    )
 
 
 def arm_puts(standin: StandIn, kind: str = "pipelineRuns") -> list[dict[str, Any]]:

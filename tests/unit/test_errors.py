@@ -136,8 +136,6 @@ def test_connection_problems_are_transient(exc: Exception) -> None:
     assert "connection problem" in error.message
 
 
-
-
 def test_a_body_cut_off_mid_read_is_transient() -> None:
     assert isinstance(classify(IncompleteReadError("cut off", response=FakeResponse(200)), "GET"), TransientError)
 
