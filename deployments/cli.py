@@ -35,6 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--transfer-id", default=None, help="continue this transfer (default: a new id)")
         if name == "run":
             p.add_argument("--dry-run", action="store_true", help="print the plan and the checks; create nothing")
+    clean = sub.add_parser("cleanup", help="delete old run records by policy (never a failed transfer's)")
+    clean.add_argument("--registry", required=True, help="registry name or ARM resource id")
+    clean.add_argument("--resource-group", default=os.environ.get("AZURE_RESOURCE_GROUP"), help="its resource group")
+    clean.add_argument("--older-than-days", type=float, default=30, help="age after which records may go (30)")
+    clean.add_argument("--dry-run", action="store_true", help="list what would be deleted")
     setup = sub.add_parser("setup", help="create the Prefect objects transfers use (idempotent)")
     setup.add_argument("--routes", type=Path, default=None, help="routes file whose subscriptions get a read budget")
     return parser
@@ -59,6 +64,10 @@ def main(argv: list[str] | None = None) -> int:
 
             setup(routes_path(args.routes) if args.routes or Path("routes.yaml").exists() else None, console)
             return 0
+        if args.command == "cleanup":
+            from deployments.runner import cleanup_command
+
+            return cleanup_command(args.registry, args.resource_group, args.older_than_days, args.dry_run, console)
         from deployments.runner import preflight_command, run_command
 
         request_args = (routes_path(args.routes), args.route, args.artifact, args.transfer_id or uuid.uuid4().hex[:12])

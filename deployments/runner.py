@@ -135,3 +135,20 @@ def preflight_command(
     failed = [c for c in checks if not c.ok]
     console.print(f"{len(checks) - len(failed)} of {len(checks)} checks passed")
     return 0 if not failed else 2
+
+
+def cleanup_command(registry: str, resource_group: str | None, days: float, dry_run: bool, console: Console) -> int:
+    """Apply the run-record policy to one registry and list what went."""
+    from acr_transfer.models import RegistryRef
+    from flows.cleanup import cleanup
+
+    if registry.startswith("/subscriptions/"):
+        ref = RegistryRef(resource_id=registry)
+    else:
+        ref = RegistryRef(name=registry, resource_group=resource_group)
+    result = cleanup(ref, older_than_days=days, dry_run=dry_run)
+    verb = "would delete" if dry_run else "deleted"
+    for run in result.deleted:
+        console.print(f"  {verb} {run}")
+    console.print(f"{verb} {len(result.deleted)} run record(s) on {result.registry}; kept {result.kept}")
+    return 0

@@ -1,0 +1,65 @@
+"""``cleanup``: apply the run-record policy to one registry (see ``acr_transfer.cleanup``)."""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_table_artifact
+from pydantic import BaseModel, Field
+
+from acr_transfer.azure.registry import RegistryAddress
+from acr_transfer.cleanup import Deletion, plan_cleanup
+from acr_transfer.errors import ConfigError
+from acr_transfer.models import RegistryRef
+from acr_transfer.settings import get_settings
+from tasks import clients
+from tasks.retry import step_options
+
+
+class CleanupResult(BaseModel):
+    """What the cleanup deleted (or, on a dry run, would delete)."""
+
+    registry: str
+    dry_run: bool
+    deleted: list[str] = Field(default_factory=list)
+    kept: int = 0
+
+
+@task(name="plan-cleanup", **step_options())
+def list_deletions(registry: RegistryAddress, older_than_days: float) -> tuple[list[Deletion], int]:
+    runs = list(clients.arm().list_runs(registry))
+    deletions = plan_cleanup(runs, older_than_days)
+    return deletions, len(runs) - len(deletions)
+
+
+@task(name="delete-run", **step_options())
+def delete_run(registry: RegistryAddress, name: str) -> bool:
+    return clients.arm().delete_run(registry, name)
+
+
+@flow(name="cleanup")
+def cleanup(registry: RegistryRef, older_than_days: float = 30, dry_run: bool = False) -> CleanupResult:
+    """Delete run records the policy lets go: finished transfers older than ``older_than_days`` and old
+    Succeeded runs of others; nothing of a failed or unfinished transfer."""
+    log = get_run_logger()
+    try:
+        address = RegistryAddress(*registry.parts(get_settings().subscription_id))
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
+    deletions, kept = list_deletions(address, older_than_days)
+    deleted = []
+    for d in deletions:
+        if dry_run:
+            log.info("would delete run %s (%s)", d.run, d.reason)
+        elif delete_run(address, d.run):
+            log.info("deleted run %s (%s)", d.run, d.reason)
+        deleted.append(d.run)
+    create_table_artifact(
+        key=f"cleanup-{address.name.lower()}",
+        table=[{"run": d.run, "reason": d.reason, "deleted": not dry_run} for d in deletions]
+        or [{"run": "", "reason": "nothing to delete", "deleted": False}],
+        description=f"Run records {'to delete' if dry_run else 'deleted'} on {address.name}",
+    )
+    log.info(
+        "%s %s run record(s) on %s; kept %s", "would delete" if dry_run else "deleted", len(deleted), address.name, kept
+    )
+    return CleanupResult(registry=address.name, dry_run=dry_run, deleted=deleted, kept=kept)
