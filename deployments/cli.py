@@ -36,7 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "run":
             p.add_argument("--dry-run", action="store_true", help="print the plan and the checks; create nothing")
     clean = sub.add_parser("cleanup", help="delete old run records by policy (never a failed transfer's)")
-    clean.add_argument("--registry", required=True, help="registry name or ARM resource id")
+    which = clean.add_mutually_exclusive_group(required=True)
+    which.add_argument("--registry", help="registry name or ARM resource id")
+    which.add_argument("--route", help="both registries of this route, with its cleanup.delete_runs_after_days")
+    clean.add_argument("--routes", type=Path, default=None, help="routes file for --route")
     clean.add_argument("--resource-group", default=os.environ.get("AZURE_RESOURCE_GROUP"), help="its resource group")
     clean.add_argument("--older-than-days", type=float, default=30, help="age after which records may go (30)")
     clean.add_argument("--dry-run", action="store_true", help="list what would be deleted")
@@ -67,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "cleanup":
             from deployments.runner import cleanup_command
 
+            if args.route:
+                from deployments.runner import cleanup_route_command
+
+                return cleanup_route_command(routes_path(args.routes), args.route, args.dry_run, console)
             return cleanup_command(args.registry, args.resource_group, args.older_than_days, args.dry_run, console)
         from deployments.runner import preflight_command, run_command
 

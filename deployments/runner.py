@@ -152,3 +152,20 @@ def cleanup_command(registry: str, resource_group: str | None, days: float, dry_
         console.print(f"  {verb} {run}")
     console.print(f"{verb} {len(result.deleted)} run record(s) on {result.registry}; kept {result.kept}")
     return 0
+
+
+def cleanup_route_command(routes_file: Path, route: str, dry_run: bool, console: Console) -> int:
+    """Apply a route's ``cleanup.delete_runs_after_days`` to its source and target registries."""
+    from flows.cleanup import cleanup
+
+    rt = load_routes(routes_file).get(route)
+    days = rt.cleanup.delete_runs_after_days
+    if days is None:
+        console.print(f"route {route} keeps its run records (cleanup.delete_runs_after_days is empty)")
+        return 0
+    for side in (rt.source, rt.target):
+        if side is not None:
+            result = cleanup(side.registry, older_than_days=days, dry_run=dry_run)
+            verb = "would delete" if dry_run else "deleted"
+            console.print(f"{result.registry}: {verb} {len(result.deleted)} run record(s) older than {days} days")
+    return 0

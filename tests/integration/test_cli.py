@@ -37,9 +37,10 @@ def test_preflight_prints_every_check(standin: StandIn) -> None:
 def test_preflight_failure_exits_2_naming_the_fix(standin: StandIn, tmp_path: Path) -> None:
     routes = tmp_path / "routes.yaml"
     routes.write_text(
-        "version: 1\nroutes:\n  - name: broken\n    source: {registry: {resource_group: transfer-rg, name: sourceregistry},"
-        " export_pipeline: nosuchexport}\n    target: {registry: {resource_group: transfer-rg, name: targetregistry},"
-        " import_pipeline: directimport}\n    artifacts: [cli/app:v1]\n"
+        "version: 1\nroutes:\n  - name: broken\n"
+        "    source: {registry: {resource_group: transfer-rg, name: sourceregistry}, export_pipeline: nosuchexport}\n"
+        "    target: {registry: {resource_group: transfer-rg, name: targetregistry}, import_pipeline: directimport}\n"
+        "    artifacts: [cli/app:v1]\n"
     )
     proc = cli(standin, "preflight", "--route", "broken", "--routes", str(routes))
     assert proc.returncode == 2

@@ -208,7 +208,8 @@ def test_killed_during_export_wait_resumes_without_a_second_export(standin: Stan
         "from tests.support.standin import StandIn\n"
         "import json, pathlib\n"
         "s = StandIn(pathlib.Path(sys.argv[1]), None, topology=json.loads(pathlib.Path(sys.argv[2]).read_text()))\n"
-        f"registry_transfer(request(route(s, 'killed', import_pipeline='directimport'), ['{image.by_tag}'], transfer_id='{tid}'))\n"
+        f"rt = route(s, 'killed', import_pipeline='directimport')\n"
+        f"registry_transfer(request(rt, ['{image.by_tag}'], transfer_id='{tid}'))\n"
     )
     env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value()), "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
