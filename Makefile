@@ -7,7 +7,7 @@ UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
 PY_PACKAGES := acr_transfer flows tasks deployments emulator
 PYTEST_ARGS ?=
 
-.PHONY: help setup test lint format demo emulator bench clean
+.PHONY: help setup tools test lint format demo emulator bench clean
 
 help:
 	@echo "make demo      run a real transfer against the local Azure stand-in"
@@ -29,7 +29,14 @@ node_modules/.installed: package.json package-lock.json
 
 setup: .venv/.synced node_modules/.installed
 
-test: setup
+# skopeo proves the stand-in's registries work with a second real client; best effort (Debian, as root)
+tools:
+	@command -v skopeo >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq skopeo >/dev/null 2>&1 || \
+	    { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq skopeo >/dev/null 2>&1; }; } \
+	  || echo "note: skopeo is not installed; its interoperability tests will be skipped"; }
+
+test: setup tools
 	$(UV) run --frozen pytest $(PYTEST_ARGS)
 
 lint: setup

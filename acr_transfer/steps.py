@@ -50,7 +50,7 @@ def start_export(
 ) -> RunState:
     """The export run of a batch: reuse, continue, or create the next attempt."""
     export = ctx.export
-    found = attempts(arm, ctx.src, lambda k: batch.export_run(ctx.transfer_id, k))
+    found = attempts(arm, ctx.src, functools.partial(batch.export_run, ctx.transfer_id))
     existing = current(found)
     if existing is not None:
         return existing
@@ -105,33 +105,31 @@ def start_import(arm: RegistryArm, ctx: TransferContext, batch: BatchPlan, expor
     Returns None when the import pipeline's source trigger is on and no manual attempt exists yet: then
     the caller adopts the trigger's run (``find_trigger_run``) instead of importing the blob twice.
     """
-    imp = ctx.imp
-    found = attempts(arm, ctx.dst, lambda k: batch.import_run(ctx.transfer_id, k))
+    found = attempts(arm, ctx.dst, functools.partial(batch.import_run, ctx.transfer_id))
     existing = current(found)
     if existing is not None:
         return existing
-    if imp.trigger_enabled and not found:
+    if ctx.imp.trigger_enabled and not found:
         return None
-    body: dict[str, object] = {
-        "pipelineResourceId": imp.id,
-        "source": {"type": "AzureStorageBlob", "name": export_run.blob},
-    }
-    if export_run.catalog_digest:
-        body["catalogDigest"] = export_run.catalog_digest
-    return arm.create_run(ctx.dst, batch.import_run(ctx.transfer_id, len(found) + 1), body)
+    return _create_import(arm, ctx, batch, export_run, len(found) + 1)
 
 
 def create_manual_import(arm: RegistryArm, ctx: TransferContext, batch: BatchPlan, export_run: RunState) -> RunState:
     """A manual import after the trigger's run failed (the trigger will not try the same blob again)."""
-    imp = ctx.imp
-    found = attempts(arm, ctx.dst, lambda k: batch.import_run(ctx.transfer_id, k))
+    found = attempts(arm, ctx.dst, functools.partial(batch.import_run, ctx.transfer_id))
+    return _create_import(arm, ctx, batch, export_run, len(found) + 1)
+
+
+def _create_import(
+    arm: RegistryArm, ctx: TransferContext, batch: BatchPlan, export_run: RunState, attempt: int
+) -> RunState:
     body: dict[str, object] = {
-        "pipelineResourceId": imp.id,
+        "pipelineResourceId": ctx.imp.id,
         "source": {"type": "AzureStorageBlob", "name": export_run.blob},
     }
-    if export_run.catalog_digest:
+    if export_run.catalog_digest:  # the import run checks the blob against it
         body["catalogDigest"] = export_run.catalog_digest
-    return arm.create_run(ctx.dst, batch.import_run(ctx.transfer_id, len(found) + 1), body)
+    return arm.create_run(ctx.dst, batch.import_run(ctx.transfer_id, attempt), body)
 
 
 def find_trigger_run(arm: RegistryArm, ctx: TransferContext, blob: str) -> RunState | None:

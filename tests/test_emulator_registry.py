@@ -426,6 +426,23 @@ def test_skopeo_inspects_an_image(served: ServedRegistry, tmp_path: Path) -> Non
     assert json.loads(done.stdout)["mediaType"] == OCI_MANIFEST
 
 
+@pytest.mark.skipif(shutil.which("skopeo") is None, reason="skopeo is not installed")
+def test_skopeo_pulls_and_pushes_with_the_ca(served: ServedRegistry, tmp_path: Path) -> None:
+    """skopeo copy registry → OCI layout on disk (pull) → another repository (push); digests stay equal."""
+    push_image(served.store, "skopeo/source", "v1", "skopeo round trip")
+    shutil.copy(served.ca, tmp_path / "ca.crt")
+    certs = f"--src-cert-dir={tmp_path}", f"--dest-cert-dir={tmp_path}"
+    layout = tmp_path / "layout"
+    for src, dst in (
+        (f"docker://{served.host}/skopeo/source:v1", f"oci:{layout}:v1"),
+        (f"oci:{layout}:v1", f"docker://{served.host}/skopeo/copied:v1"),
+    ):
+        done = subprocess.run(["skopeo", "copy", "--preserve-digests", *certs, src, dst], capture_output=True,
+                              text=True, timeout=60)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    assert served.store.resolve("skopeo/copied", "v1") == served.store.resolve("skopeo/source", "v1")
+
+
 # -- artifact references ---------------------------------------------------------------------------------
 
 HEX = "ab" * 32
