@@ -65,7 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "setup":
             from deployments.setup import setup
 
-            setup(routes_path(args.routes) if args.routes or Path("routes.yaml").exists() else None, console)
+            routes = args.routes or (
+                Path(os.environ["ACR_TRANSFER_ROUTES"]) if os.environ.get("ACR_TRANSFER_ROUTES") else None
+            )
+            setup(routes_path(routes) if routes or Path("routes.yaml").exists() else None, console)
             return 0
         if args.command == "cleanup":
             from deployments.runner import cleanup_command

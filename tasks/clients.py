@@ -28,35 +28,53 @@ def budget_name(subscription: str, settings: Settings | None = None) -> str:
     return f"{settings.read_budget}-{subscription.lower()}"
 
 
-def ensure_read_budget(subscription: str, settings: Settings | None = None) -> str:
-    """Create the subscription's ARM read rate limit if it does not exist; returns its name."""
+def ensure_limit(name: str, limit: int, per_second: float | None = None) -> bool:
+    """Create a Prefect global concurrency limit (or rate limit, with ``per_second``) when missing.
+
+    Returns True when it was created now. Idempotent, and safe when two processes race to create it.
+    """
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
     from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
-    settings = settings or get_settings()
-    name = budget_name(subscription, settings)
     with get_client(sync_client=True) as client:
         try:
             client.read_global_concurrency_limit_by_name(name)
+            return False
         except ObjectNotFound:
             try:
                 client.create_global_concurrency_limit(
-                    GlobalConcurrencyLimitCreate(
-                        name=name,
-                        limit=settings.read_budget_burst,
-                        slot_decay_per_second=settings.read_budget_per_second,
-                    )
-                )
-                log.info(
-                    "created ARM read budget %s (%s burst, %s/s)",
-                    name,
-                    settings.read_budget_burst,
-                    settings.read_budget_per_second,
+                    GlobalConcurrencyLimitCreate(name=name, limit=limit, slot_decay_per_second=per_second or 0.0)
                 )
             except ObjectAlreadyExists:
-                pass
+                return False
+    log.info("created Prefect concurrency limit %s (%s%s)", name, limit, f", {per_second}/s" if per_second else "")
+    return True
+
+
+def ensure_read_budget(subscription: str, settings: Settings | None = None) -> str:
+    """Create the subscription's ARM read rate limit if it does not exist; returns its name."""
+    settings = settings or get_settings()
+    name = budget_name(subscription, settings)
+    ensure_limit(name, settings.read_budget_burst, settings.read_budget_per_second)
     return name
+
+
+def route_lock_name(route: str) -> str:
+    """The concurrency limit (1 slot) that keeps two transfers of one route from running at once."""
+    return f"acr-transfer-route-{route}"
+
+
+def active_slots(name: str) -> int:
+    """Slots currently held on a concurrency limit (0 when it does not exist)."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            return int(client.read_global_concurrency_limit_by_name(name).active_slots)
+        except ObjectNotFound:
+            return 0
 
 
 def spend_read(subscription: str) -> None:

@@ -1,0 +1,181 @@
+"""Flows that name a route instead of spelling it out: what deployments, schedules and events start.
+
+Each loads routes.yaml at run time (``routes_file``, else ``$ACR_TRANSFER_ROUTES``, else ``routes.yaml`` in
+the working directory), so routes.yaml stays the one source of truth and the Prefect UI form is short.
+
+Two transfers of one route never run at once: each holds the route's one-slot concurrency limit
+(``acr-transfer-route-<name>``) for its whole run. A manual ``transfer`` of a busy route waits for the
+running one (queues); ``sync-routes`` skips a busy route and says so in its summary.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+from prefect import flow, get_run_logger, tags, task
+from prefect.artifacts import create_table_artifact
+from prefect.concurrency.sync import concurrency
+from prefect.futures import PrefectFuture, as_completed
+from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import BaseModel
+
+from acr_transfer.errors import AcrTransferError, ConfigError, redact
+from acr_transfer.models import ImportRequest, TransferRequest, TransferRoute
+from acr_transfer.results import ExportedBlob, TransferResult
+from acr_transfer.routes import load_routes
+from flows.transfer import export_artifacts, import_blob, registry_transfer
+from tasks.clients import active_slots, ensure_limit, route_lock_name
+
+
+def _route(name: str, routes_file: str | None) -> TransferRoute:
+    path = Path(routes_file or os.environ.get("ACR_TRANSFER_ROUTES") or "routes.yaml")
+    if not path.exists():
+        raise ConfigError(f"routes file '{path}' not found (working directory {Path.cwd()}); set routes_file")
+    return load_routes(path).get(name)
+
+
+def _locked(route: str, timeout: float | None = None) -> AbstractContextManager[None]:
+    ensure_limit(route_lock_name(route), 1)
+    return concurrency(route_lock_name(route), occupy=1, timeout_seconds=timeout, strict=True)
+
+
+@flow(name="transfer")
+def transfer_route(
+    route: str,
+    artifacts: list[str] | None = None,
+    transfer_id: str | None = None,
+    dry_run: bool = False,
+    routes_file: str | None = None,
+) -> TransferResult:
+    """Run ``registry-transfer`` for one route of routes.yaml (waits while the route is already transferring).
+
+    Args:
+        route: Route name in routes.yaml.
+        artifacts: Transfer these instead of the route's artifacts (repo, repo:tag or repo@sha256:…).
+        transfer_id: Continue this transfer (6-20 lowercase letters or digits); empty for a new one.
+        dry_run: Only plan and check; create nothing.
+        routes_file: Routes file; default $ACR_TRANSFER_ROUTES, else routes.yaml in the working directory.
+    """
+    rt = _route(route, routes_file)
+    request = TransferRequest(route=rt, artifacts=artifacts, transfer_id=transfer_id, dry_run=dry_run)
+    with _locked(route), tags(f"route:{route}"):
+        return registry_transfer(request)
+
+
+@flow(name="export-route")
+def export_route(
+    route: str,
+    artifacts: list[str] | None = None,
+    routes_file: str | None = None,
+) -> list[ExportedBlob]:
+    """Export a route's artifacts (the source half): what ``export-on-push`` runs after a burst of pushes.
+
+    Args:
+        route: Route name in routes.yaml (its source side is used).
+        artifacts: Export these instead of the route's artifacts.
+        routes_file: Routes file; default $ACR_TRANSFER_ROUTES, else routes.yaml in the working directory.
+    """
+    rt = _route(route, routes_file)
+    with _locked(route), tags(f"route:{route}"):
+        return export_artifacts(TransferRequest(route=rt, artifacts=artifacts))
+
+
+@flow(name="import-route-blob")
+def import_route_blob(
+    route: str,
+    blob: str,
+    catalog_digest: str | None = None,
+    routes_file: str | None = None,
+) -> TransferResult:
+    """Import one blob that arrived in a route's import container: what ``import-on-blob`` runs.
+
+    Args:
+        route: Route name in routes.yaml (its target side is used).
+        blob: Blob name in the import pipeline's container.
+        catalog_digest: sha256 of the blob from its export run, when known.
+        routes_file: Routes file; default $ACR_TRANSFER_ROUTES, else routes.yaml in the working directory.
+    """
+    rt = _route(route, routes_file)
+    with tags(f"route:{route}"):
+        return import_blob(ImportRequest(route=rt, blob=blob, catalog_digest=catalog_digest))
+
+
+class RouteOutcome(BaseModel):
+    """One row of the sync-routes summary."""
+
+    route: str
+    status: str  # succeeded | failed | skipped
+    transfer_id: str = ""
+    verified: int = 0
+    requested: int = 0
+    message: str = ""
+
+
+@task(name="sync-route")
+def sync_route(route: str, routes_file: str | None) -> RouteOutcome:
+    """One route of a sync: skipped when it is already transferring; never raises (failures are outcomes)."""
+    if active_slots(route_lock_name(route)) > 0:
+        return RouteOutcome(route=route, status="skipped", message="a transfer of this route is still running")
+    try:
+        rt = _route(route, routes_file)
+        with _locked(route, timeout=5), tags(f"route:{route}"):
+            state = registry_transfer(TransferRequest(route=rt), return_state=True)
+        result = state.result(raise_on_failure=False)
+    except TimeoutError:
+        return RouteOutcome(route=route, status="skipped", message="a transfer of this route is still running")
+    except Exception as e:
+        result = e
+    if isinstance(result, TransferResult):
+        return RouteOutcome(route=route, status="succeeded" if result.succeeded else "failed",
+                            transfer_id=result.transfer_id, verified=result.verified, requested=len(result.rows),
+                            message="; ".join(result.failures))  # fmt: skip
+    message = result.message if isinstance(result, AcrTransferError) else f"{type(result).__name__}: {result}"
+    return RouteOutcome(route=route, status="failed", message=redact(message)[:2000])
+
+
+@flow(name="sync-routes", task_runner=ThreadPoolTaskRunner(max_workers=100))  # type: ignore[arg-type]
+def sync_routes(
+    routes: list[str] | None = None,
+    max_concurrent: int = 4,
+    routes_file: str | None = None,
+) -> list[RouteOutcome]:
+    """Run every route (or the named ones) concurrently within a limit; a failing route never stops the
+    others. Publishes a summary table; ends Failed when any route failed, after all of them ran.
+
+    Args:
+        routes: Route names to run; empty runs every route of the file.
+        max_concurrent: How many routes transfer at the same time (1-100).
+        routes_file: Routes file; default $ACR_TRANSFER_ROUTES, else routes.yaml in the working directory.
+    """
+    log = get_run_logger()
+    if not 1 <= max_concurrent <= 100:
+        raise ConfigError(f"max_concurrent must be between 1 and 100, not {max_concurrent}")
+    path = Path(routes_file or os.environ.get("ACR_TRANSFER_ROUTES") or "routes.yaml")
+    names = [r.name for r in load_routes(path).select(routes)]
+    by_route: dict[str, RouteOutcome] = {}
+    pending, running = list(names), dict[PrefectFuture[RouteOutcome], str]()
+    while pending or running:  # a sliding window of at most max_concurrent routes
+        while pending and len(running) < max_concurrent:
+            name = pending.pop(0)
+            running[sync_route.submit(name, str(path))] = name
+        done = next(as_completed(list(running)))
+        name = running.pop(done)
+        try:
+            by_route[name] = done.result()
+        except Exception as e:
+            by_route[name] = RouteOutcome(route=name, status="failed", message=redact(str(e))[:2000])
+    outcomes = [by_route[n] for n in names]
+    create_table_artifact(
+        key="sync-routes-summary",
+        table=[o.model_dump() for o in outcomes],
+        description=f"sync-routes: {sum(o.status == 'succeeded' for o in outcomes)} succeeded, "
+        f"{sum(o.status == 'failed' for o in outcomes)} failed, {sum(o.status == 'skipped' for o in outcomes)} skipped",
+    )
+    for o in outcomes:
+        log.info("route %s: %s %s", o.route, o.status, o.message)
+    failed = [o.route for o in outcomes if o.status == "failed"]
+    if failed:
+        raise AcrTransferError(f"sync-routes: route(s) {', '.join(failed)} failed; the others ran (see the summary)")
+    return outcomes
