@@ -7,12 +7,13 @@ UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
 PY_PACKAGES := acr_transfer flows tasks deployments emulator
 PYTEST_ARGS ?=
 
-.PHONY: help setup tools test lint format demo emulator bench clean
+.PHONY: help setup tools test lint format demo up down emulator bench clean
 
 help:
 	@echo "make demo      run a real transfer against the local Azure stand-in"
 	@echo "make test      run the test suite (installs what it needs)"
 	@echo "make lint      ruff check, ruff format --check, mypy"
+	@echo "make up        Prefect server + worker + stand-in + event receiver, deployed; make down stops it"
 	@echo "make emulator  start the local Azure stand-in in the foreground (state in .emulator/)"
 
 $(CURDIR)/.tools/bin/uv:
@@ -51,8 +52,14 @@ format: setup
 demo: setup
 	$(UV) run --frozen python -m deployments.demo
 
+up: setup
+	$(UV) run --frozen python -m deployments.stack up
+
+down:
+	$(UV) run --frozen python -m deployments.stack down
+
 emulator: setup
 	$(UV) run --frozen acr-transfer emulator up
 
 clean:
-	rm -rf .emulator .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .emulator .stack .pytest_cache .mypy_cache .ruff_cache

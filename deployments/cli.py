@@ -43,6 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     clean.add_argument("--resource-group", default=os.environ.get("AZURE_RESOURCE_GROUP"), help="its resource group")
     clean.add_argument("--older-than-days", type=float, default=30, help="age after which records may go (30)")
     clean.add_argument("--dry-run", action="store_true", help="list what would be deleted")
+    events = sub.add_parser("events", help="the event receiver (Event Grid, ACR webhooks → Prefect events)")
+    events_sub = events.add_subparsers(dest="events_command", required=True)
+    serve = events_sub.add_parser("serve", help="serve it; needs ACR_TRANSFER_EVENTS_SECRET")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8765, help="port (8765)")
     setup = sub.add_parser("setup", help="create the Prefect objects transfers use (idempotent)")
     setup.add_argument("--routes", type=Path, default=None, help="routes file whose subscriptions get a read budget")
     return parser
@@ -69,6 +74,11 @@ def main(argv: list[str] | None = None) -> int:
                 Path(os.environ["ACR_TRANSFER_ROUTES"]) if os.environ.get("ACR_TRANSFER_ROUTES") else None
             )
             setup(routes_path(routes) if routes or Path("routes.yaml").exists() else None, console)
+            return 0
+        if args.command == "events":
+            from deployments.events import serve as serve_events
+
+            serve_events(args.host, args.port)
             return 0
         if args.command == "cleanup":
             from deployments.runner import cleanup_command

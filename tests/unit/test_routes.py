@@ -46,12 +46,15 @@ def valid(routes: str, defaults: str = SIDES) -> str:
 # --- the example file ---------------------------------------------------------------------------------------------
 
 
-def test_example_file_loads_the_three_demo_routes(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_example_file_loads_the_demo_and_half_routes(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TARGET_VAULT_URL", "https://127.0.0.1:8443")
     routes = load_routes(ROOT / "routes.example.yaml")
     assert routes.version == 1
-    assert routes.names() == ["demo", "direct", "triggered"]
-    demo, direct, triggered = routes.select(None)
+    assert routes.names() == ["demo", "direct", "triggered", "airgap-out", "airgap-in"]
+    demo, direct, triggered, out, in_ = routes.select(None)
+    # the halves of a disconnected transfer: `null` removes the side the defaults cascade in
+    assert out.target is None and out.source is not None and out.source.export_pipeline == "exportpipeline"
+    assert in_.source is None and in_.target is not None and in_.target.import_pipeline == "importpipeline"
     assert {r.source.export_pipeline for r in (demo, direct, triggered)} == {"exportpipeline"}
     assert (demo.target.import_pipeline, direct.target.import_pipeline, triggered.target.import_pipeline) == (
         "importpipeline",

@@ -1,0 +1,240 @@
+"""``make up`` / ``make down``: the whole local stack in the background, and gone again.
+
+``up`` starts a Prefect server (SQLite), the local Azure stand-in, runs ``acr-transfer setup``, deploys
+prefect.yaml, then starts a process worker and the event receiver, and prints the URLs. Everything lives in
+``.stack/`` (logs, pids, ``env`` to source); ``down`` stops every process it started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def read_env(path: Path) -> dict[str, str]:
+    env = {}
+    for line in path.read_text().splitlines():
+        if line.startswith("export "):
+            key, _, value = line[len("export ") :].partition("=")
+            env[key] = shlex.split(value)[0] if value else ""
+    return env
+
+
+@dataclass
+class Stack:
+    """The processes of one local stack and the environment that reaches them."""
+
+    home: Path
+    env: dict[str, str] = field(default_factory=dict)
+    pids: dict[str, int] = field(default_factory=dict)
+    urls: dict[str, str] = field(default_factory=dict)
+
+    def _start(self, name: str, cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        log = open(self.home / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it from here on
+        proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self.pids[name] = proc.pid
+        (self.home / "pids.json").write_text(json.dumps(self.pids))
+        return proc
+
+    def _wait(self, what: str, ready: Callable[[], bool], proc: subprocess.Popen[bytes], timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{what} exited with {proc.returncode}; see {self.home / (what + '.log')}")
+            if ready():
+                return
+            time.sleep(0.3)
+        raise RuntimeError(f"{what} not ready after {timeout:.0f} s; see {self.home / (what + '.log')}")
+
+    def start_prefect(self) -> None:
+        port = free_port()
+        env = {
+            **os.environ,
+            "PREFECT_HOME": str(self.home / "prefect"),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_UI_ENABLED": "true",
+        }
+        env.pop("PREFECT_API_URL", None)
+        proc = self._start(
+            "prefect",
+            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            env,
+        )
+        api = f"http://127.0.0.1:{port}/api"
+
+        def healthy() -> bool:
+            try:
+                return httpx.get(f"{api}/health", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        self._wait("prefect", healthy, proc, timeout=120)
+        self.env["PREFECT_API_URL"] = api
+        self.urls["Prefect UI"] = f"http://127.0.0.1:{port}"
+
+    def start_standin(self, *flags: str) -> None:
+        state = self.home / "emulator"
+        proc = self._start(
+            "emulator", [sys.executable, "-m", "emulator", "up", "--state-dir", str(state), *flags], dict(os.environ)
+        )
+        env_file = state / "env"
+        log = self.home / "emulator.log"
+        self._wait("emulator", lambda: "emulator ready:" in log.read_text(errors="replace"), proc)
+        self.env.update(read_env(env_file))
+        topology = json.loads((state / "topology.json").read_text())
+        self.env["TARGET_VAULT_URL"] = topology["vaults"]["targetvault"]["url"]
+        self.urls["ARM (stand-in)"] = self.env["ACR_TRANSFER_ARM_ENDPOINT"]
+
+    def child_env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            **self.env,
+            "PREFECT_HOME": str(self.home / "prefect-client"),
+            "PREFECT_WORKER_QUERY_SECONDS": "1",
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        }
+
+    def setup_and_deploy(self) -> str:
+        env = self.child_env()
+        subprocess.run([sys.executable, "-m", "deployments", "setup"], cwd=ROOT, env=env, check=True)
+        done = subprocess.run(
+            [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        (self.home / "deploy.log").write_text(done.stdout + done.stderr)
+        if done.returncode != 0:
+            raise RuntimeError(f"prefect deploy --all failed; see {self.home / 'deploy.log'}")
+        return env.get("ACR_TRANSFER_WORK_POOL", "acr-transfer")
+
+    def start_worker(self, pool: str) -> None:
+        self._start("worker", [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool], self.child_env())
+
+    def start_receiver(self) -> None:
+        secret_file = self.home / "events-secret"
+        if not secret_file.exists():
+            secret_file.write_text(secrets.token_urlsafe(24))
+            secret_file.chmod(0o600)
+        self.env["ACR_TRANSFER_EVENTS_SECRET"] = secret_file.read_text().strip()
+        port = free_port()
+        proc = self._start(
+            "receiver",
+            [sys.executable, "-m", "deployments", "events", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            self.child_env(),
+        )
+        url = f"http://127.0.0.1:{port}"
+
+        def healthy() -> bool:
+            try:
+                return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        self._wait("receiver", healthy, proc)
+        self.urls["event receiver"] = f"{url}/eventgrid?code=<.stack/events-secret>"
+        self.env["ACR_TRANSFER_EVENTS_URL"] = url
+
+    def write_env(self) -> None:
+        keep = {k: v for k, v in self.env.items() if k != "ACR_TRANSFER_EVENTS_SECRET"}
+        (self.home / "env").write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in keep.items()))
+
+    def down(self) -> None:
+        pids_file = self.home / "pids.json"
+        pids = json.loads(pids_file.read_text()) if pids_file.exists() else self.pids
+        for name in ("receiver", "worker", "emulator", "prefect"):
+            if name in pids:
+                _stop_group(pids[name])
+        pids_file.unlink(missing_ok=True)
+
+
+def _stop_group(pid: int, grace: float = 8) -> None:
+    """SIGTERM the process group, then SIGKILL what is left after ``grace`` seconds."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def up(home: Path) -> Stack:
+    """Start everything and return the stack (the caller prints or tests it)."""
+    home.mkdir(parents=True, exist_ok=True)
+    stack = Stack(home)
+    try:
+        stack.start_prefect()
+        stack.start_standin()
+        stack.env.setdefault(
+            "ACR_TRANSFER_ROUTES", os.environ.get("ACR_TRANSFER_ROUTES") or str(ROOT / "routes.example.yaml")
+        )
+        pool = stack.setup_and_deploy()
+        stack.start_worker(pool)
+        stack.start_receiver()
+        stack.write_env()
+    except BaseException:
+        stack.down()
+        raise
+    return stack
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = argv if argv is not None else sys.argv[1:]
+    home = Path(os.environ.get("ACR_TRANSFER_STACK_DIR", ROOT / ".stack"))
+    if args[:1] == ["down"]:
+        Stack(home).down()
+        print("local stack stopped")
+        return 0
+    if args[:1] != ["up"]:
+        print("usage: python -m deployments.stack up|down", file=sys.stderr)
+        return 2
+    if (home / "pids.json").exists():
+        print(f"a stack is already running from {home}; `make down` first", file=sys.stderr)
+        return 1
+    stack = up(home)
+    for name, url in stack.urls.items():
+        print(f"{name:>16}: {url}")
+    print(f"{'environment':>16}: source {home / 'env'}")
+    print(f"{'logs':>16}: {home}/*.log   (stop with `make down`)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
