@@ -58,6 +58,10 @@ up: setup
 down:
 	$(UV) run --frozen python -m deployments.stack down
 
+bench: setup
+	$(UV) sync --frozen --quiet --group bench
+	$(UV) run --frozen --group bench python bench/run.py
+
 emulator: setup
 	$(UV) run --frozen acr-transfer emulator up
 
