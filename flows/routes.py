@@ -28,6 +28,8 @@ from acr_transfer.routes import load_routes
 from flows.transfer import export_artifacts, import_blob, registry_transfer
 from tasks.clients import active_slots, ensure_limit, route_lock_name
 
+LOCK_WAIT_SECONDS = 60
+
 
 def _route(name: str, routes_file: str | None) -> TransferRoute:
     path = Path(routes_file or os.environ.get("ACR_TRANSFER_ROUTES") or "routes.yaml")
@@ -116,21 +118,30 @@ class RouteOutcome(BaseModel):
 @task(name="sync-route")
 def sync_route(route: str, routes_file: str | None) -> RouteOutcome:
     """One route of a sync: skipped when it is already transferring; never raises (failures are outcomes)."""
+    busy = RouteOutcome(route=route, status="skipped", message="a transfer of this route is still running")
     if active_slots(route_lock_name(route)) > 0:
-        return RouteOutcome(route=route, status="skipped", message="a transfer of this route is still running")
+        return busy
     try:
         rt = _route(route, routes_file)
-        with _locked(route, timeout=5), tags(f"route:{route}"):
+        with _locked(route, timeout=LOCK_WAIT_SECONDS), tags(f"route:{route}"):
             state = registry_transfer(TransferRequest(route=rt), return_state=True)
         result = state.result(raise_on_failure=False)
-    except TimeoutError:
-        return RouteOutcome(route=route, status="skipped", message="a transfer of this route is still running")
+    except TimeoutError as e:
+        # only a held lock means "still running"; a slow Prefect API is a failure to report, not a skip
+        if active_slots(route_lock_name(route)) > 0:
+            return busy
+        result = e
     except Exception as e:
         result = e
     if isinstance(result, TransferResult):
-        return RouteOutcome(route=route, status="succeeded" if result.succeeded else "failed",
-                            transfer_id=result.transfer_id, verified=result.verified, requested=len(result.rows),
-                            message="; ".join(result.failures))  # fmt: skip
+        return RouteOutcome(
+            route=route,
+            status="succeeded" if result.succeeded else "failed",
+            transfer_id=result.transfer_id,
+            verified=result.verified,
+            requested=len(result.rows),
+            message="; ".join(result.failures),
+        )
     message = result.message if isinstance(result, AcrTransferError) else f"{type(result).__name__}: {result}"
     return RouteOutcome(route=route, status="failed", message=redact(message)[:2000])
 

@@ -37,7 +37,19 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 def api(stack: Stack) -> httpx.Client:
-    return httpx.Client(base_url=stack.env["PREFECT_API_URL"], timeout=30)
+    """The Prefect REST API, retrying 5xx as Prefect's own client does (SQLite is busy on a loaded machine)."""
+    return httpx.Client(base_url=stack.env["PREFECT_API_URL"], timeout=60, transport=RetryingTransport())
+
+
+class RetryingTransport(httpx.HTTPTransport):
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        for attempt in range(6):
+            response = super().handle_request(request)
+            if response.status_code < 500 or attempt == 5:
+                return response
+            response.close()
+            time.sleep(0.5 * 2**attempt)
+        raise AssertionError("unreachable")
 
 
 def deployment(stack: Stack, flow: str, name: str) -> dict[str, Any]:
@@ -79,7 +91,9 @@ def manifest_digest(stack: Stack, registry: str, repo: str, ref: str) -> str | N
 
 def receiver(stack: Stack, path: str, body: Any, key: str | None = "right", **kw: Any) -> httpx.Response:
     params = {"code": stack.env["ACR_TRANSFER_EVENTS_SECRET"] if key == "right" else key} if key else {}
-    return httpx.post(f"{stack.env['ACR_TRANSFER_EVENTS_URL']}{path}", params=params, json=body, timeout=30, **kw)
+    # Event Grid retries a 503 (the receiver answers it when Prefect cannot take the event yet); so do we
+    with httpx.Client(timeout=30, transport=RetryingTransport()) as c:
+        return c.post(f"{stack.env['ACR_TRANSFER_EVENTS_URL']}{path}", params=params, json=body, **kw)
 
 
 def test_deploy_all_and_a_typed_manual_run(stack: Stack) -> None:
