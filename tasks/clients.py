@@ -16,7 +16,9 @@ from acr_transfer.azure.acr_data import RegistryDataPlane
 from acr_transfer.azure.keyvault import KeyVaultSecrets
 from acr_transfer.azure.registry import RegistryAddress, RegistryArm
 from acr_transfer.azure.storage import BlobStorage
+from acr_transfer.polling import PollPlan
 from acr_transfer.settings import Settings, get_credential, get_settings
+from acr_transfer.watcher import RunWatcher
 
 log = logging.getLogger("acr_transfer.budget")
 _known: set[str] = set()
@@ -93,6 +95,13 @@ def spend_read(subscription: str) -> None:
 @lru_cache(maxsize=1)
 def arm() -> RegistryArm:
     return RegistryArm(get_settings(), get_credential(), before_read=spend_read)
+
+
+@lru_cache(maxsize=1)
+def watcher() -> RunWatcher:
+    """The process's one run watcher: every wait shares its reads."""
+    settings = get_settings()
+    return RunWatcher(arm(), PollPlan(settings.poll_min_seconds, settings.poll_max_seconds))
 
 
 @lru_cache(maxsize=1)

@@ -17,7 +17,6 @@ from acr_transfer.context import TransferContext, resolve
 from acr_transfer.errors import RunTimeoutError, run_failure
 from acr_transfer.models import ImportRequest, TransferRequest
 from acr_transfer.naming import BatchPlan, derive_transfer_id, normalise_artifacts
-from acr_transfer.polling import PollPlan, wait_for_run
 from acr_transfer.progress import Notice, report
 from acr_transfer.results import ArtifactRow, TransferResult
 from acr_transfer.settings import get_settings
@@ -48,7 +47,6 @@ def plan_transfer(request: TransferRequest) -> TransferContext:
 def _watch(ctx: TransferContext, registry: RegistryAddress, run: RunState, batch: BatchPlan, step: str) -> RunState:
     """Wait for a run with a progress artifact and progress notices; raise when it failed."""
     log = get_run_logger()
-    settings = get_settings()
     key = re.sub(r"[^a-z0-9-]", "-", f"{step}-{run.name.lower()}")
     artifact_id: Any = create_progress_artifact(
         progress=float(run.percentage or 0), key=key, description=f"{step} run {run.name} (batch {batch.index})"
@@ -63,15 +61,7 @@ def _watch(ctx: TransferContext, registry: RegistryAddress, run: RunState, batch
             log.info("%s run %s: %s%% (%s)", step, state.name, pct, state.status or state.provisioning_state)
             report(Notice(ctx.transfer_id, batch.index, step, state.status or "Running", state.name, pct))
 
-    arm = clients.arm()
-    final = wait_for_run(
-        lambda: arm.get_run(registry, run.name),
-        name=run.name,
-        timeout=ctx.timeout_seconds,
-        plan=PollPlan(settings.poll_min_seconds, settings.poll_max_seconds),
-        remaining_reads=lambda: arm.remaining_reads,
-        on_progress=on_progress,
-    )
+    final = clients.watcher().wait(registry, run.name, ctx.timeout_seconds, on_progress)
     if final.failed:
         report(Notice(ctx.transfer_id, batch.index, step, "Failed", final.error_message or ""))
         raise run_failure(final.error_message or f"provisioningState {final.provisioning_state}", final.name)

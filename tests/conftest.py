@@ -54,7 +54,8 @@ def _reset_product_caches() -> None:
         from tasks import clients
     except ImportError:
         return
-    for cached in (clients.arm, clients.vault, clients.storage, clients.data_plane, clients.login_server):
+    cached_clients = (clients.arm, clients.vault, clients.storage, clients.data_plane, clients.login_server)
+    for cached in (*cached_clients, clients.watcher):
         cached.cache_clear()
     clients._known.clear()
 

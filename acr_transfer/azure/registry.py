@@ -245,13 +245,17 @@ class RegistryArm:
 
     def list_runs(self, registry: RegistryAddress) -> Iterator[RunState]:
         """Every run of a registry, page by page (each page is one read)."""
+        for page in self.list_run_pages(registry):
+            yield from page
+
+    def list_run_pages(self, registry: RegistryAddress) -> Iterator[list[RunState]]:
+        """The runs of a registry one page at a time; each page costs one read, taken when it is fetched."""
         path = f"{registry.id}/pipelineRuns"
         what = f"pipeline runs of registry '{registry.name}'"
         response = self._send(registry.subscription, "GET", path, self.settings.api_version, what)
         while True:
             page = response.json()
-            for item in page.get("value") or []:
-                yield RunState.from_json(item)
+            yield [RunState.from_json(item) for item in page.get("value") or []]
             next_link = page.get("nextLink")
             if not next_link:
                 return

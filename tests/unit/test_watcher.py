@@ -1,0 +1,106 @@
+"""The shared run watcher, as pure logic over a fake ARM adapter (no network)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from acr_transfer.azure.registry import RegistryAddress, RunState
+from acr_transfer.errors import NotFoundError, RunTimeoutError
+from acr_transfer.polling import PollPlan
+from acr_transfer.watcher import RunWatcher
+
+REG = RegistryAddress("sub", "rg", "sourceregistry")
+
+
+def state(name: str, done: bool, pct: int) -> RunState:
+    status, prov = ("Succeeded", "Succeeded") if done else ("Running", "Creating")
+    return RunState.from_json({"name": name, "properties": {"provisioningState": prov, "response": {
+        "status": status, "progress": {"percentage": str(pct)}}}})  # fmt: skip
+
+
+class FakeArm:
+    """Runs finish ``seconds`` after they are first read; counts what each read costs."""
+
+    def __init__(self, names: list[str], seconds: float, page_size: int = 20, history: int = 0) -> None:
+        self.names, self.seconds, self.page_size = names, seconds, page_size
+        self.history = [f"old{i}" for i in range(history)]
+        self.first_seen: dict[str, float] = {}
+        self.gets = self.pages = 0
+        self.remaining_reads = 250
+        self.lock = threading.Lock()
+
+    def _state(self, name: str) -> RunState:
+        start = self.first_seen.setdefault(name, time.monotonic())
+        elapsed = time.monotonic() - start
+        return state(name, elapsed >= self.seconds, min(99, int(100 * elapsed / self.seconds)))
+
+    def get_run(self, registry: RegistryAddress, name: str) -> RunState | None:
+        with self.lock:
+            self.gets += 1
+            return self._state(name) if name in self.names else None
+
+    def list_run_pages(self, registry: RegistryAddress) -> Any:
+        everything = self.history + self.names
+        for i in range(0, len(everything), self.page_size):
+            with self.lock:
+                self.pages += 1
+                page = [
+                    self._state(n) if n in self.names else state(n, True, 100)
+                    for n in everything[i : i + self.page_size]
+                ]
+            yield page
+
+
+def wait_all(watcher: RunWatcher, names: list[str], timeout: float = 10) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+
+    def one(name: str) -> None:
+        try:
+            results[name] = watcher.wait(REG, name, timeout)
+        except Exception as e:
+            results[name] = e
+
+    threads = [threading.Thread(target=one, args=(n,)) for n in names]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return results
+
+
+def test_many_runs_in_one_registry_share_list_reads() -> None:
+    names = [f"run{i}" for i in range(40)]
+    arm = FakeArm(names, seconds=0.6)
+    results = wait_all(RunWatcher(arm, PollPlan(0.05, 0.2)), names)  # type: ignore[arg-type]
+    assert all(isinstance(r, RunState) and r.succeeded for r in results.values())
+    polls_if_each_polled_alone = len(names) * (0.6 / 0.05)
+    assert arm.pages + arm.gets < polls_if_each_polled_alone / 4
+    assert arm.pages > 0  # the LIST was used
+
+
+def test_a_long_history_keeps_the_watcher_on_gets() -> None:
+    names = ["runa", "runb"]
+    arm = FakeArm(names, seconds=0.3, page_size=5, history=500)
+    results = wait_all(RunWatcher(arm, PollPlan(0.05, 0.2)), names)  # type: ignore[arg-type]
+    assert all(isinstance(r, RunState) and r.succeeded for r in results.values())
+    assert arm.pages <= 3  # one cut-short LIST at most, never the 100 pages of history
+
+
+def test_progress_reaches_the_waiting_thread() -> None:
+    arm = FakeArm(["runp"], seconds=0.4)
+    seen: list[int] = []
+    final = RunWatcher(arm, PollPlan(0.05, 0.1)).wait(REG, "runp", 5, lambda s: seen.append(s.percentage or 0))  # type: ignore[arg-type]
+    assert final.succeeded and seen and seen[-1] >= 0 and len(seen) >= 2
+
+
+def test_a_disappearing_run_and_a_timeout_are_errors() -> None:
+    arm = FakeArm(["slow1"], seconds=60)
+    watcher = RunWatcher(arm, PollPlan(0.05, 0.1))  # type: ignore[arg-type]
+    with pytest.raises(NotFoundError):
+        watcher.wait(REG, "gone1", 5)
+    with pytest.raises(RunTimeoutError):
+        watcher.wait(REG, "slow1", 0.3)
