@@ -55,11 +55,12 @@ def _watch(ctx: TransferContext, registry: RegistryAddress, run: RunState, batch
 
     def on_progress(state: RunState) -> None:
         pct = state.percentage if state.percentage is not None else 0
-        if pct != last[0]:
+        report(Notice(ctx.transfer_id, batch.index, step, state.status or "Running", state.name, pct))
+        # the Prefect server hears of steps of 25 % (and the end): each artifact update and log line is a write
+        if pct // 25 != last[0] // 25 or (state.terminal and pct != last[0]):
             last[0] = pct
             update_progress_artifact(artifact_id=artifact_id, progress=float(min(pct, 100)))
             log.info("%s run %s: %s%% (%s)", step, state.name, pct, state.status or state.provisioning_state)
-            report(Notice(ctx.transfer_id, batch.index, step, state.status or "Running", state.name, pct))
 
     final = clients.watcher().wait(registry, run.name, ctx.timeout_seconds, on_progress)
     if final.failed:

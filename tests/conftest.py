@@ -55,7 +55,7 @@ def _reset_product_caches() -> None:
     except ImportError:
         return
     cached_clients = (clients.arm, clients.vault, clients.storage, clients.data_plane, clients.login_server)
-    for cached in (*cached_clients, clients.watcher):
+    for cached in (*cached_clients, clients.watcher, clients._api):
         cached.cache_clear()
     clients._known.clear()
 
