@@ -16,7 +16,6 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger, tags, task
 from prefect.artifacts import create_table_artifact
-from prefect.concurrency.sync import concurrency
 from prefect.futures import PrefectFuture, as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel
@@ -26,7 +25,7 @@ from acr_transfer.models import ImportRequest, TransferRequest, TransferRoute
 from acr_transfer.results import ExportedBlob, TransferResult
 from acr_transfer.routes import load_routes
 from flows.transfer import export_artifacts, import_blob, registry_transfer
-from tasks.clients import active_slots, ensure_limit, route_lock_name
+from tasks.clients import active_slots, route_lock, route_lock_name
 
 LOCK_WAIT_SECONDS = 60
 
@@ -39,8 +38,7 @@ def _route(name: str, routes_file: str | None) -> TransferRoute:
 
 
 def _locked(route: str, timeout: float | None = None) -> AbstractContextManager[None]:
-    ensure_limit(route_lock_name(route), 1)
-    return concurrency(route_lock_name(route), occupy=1, timeout_seconds=timeout, strict=True)
+    return route_lock(route, timeout)
 
 
 @flow(name="transfer")
