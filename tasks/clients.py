@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
 
+import httpx
+
 from acr_transfer.azure.acr_data import RegistryDataPlane
 from acr_transfer.azure.keyvault import KeyVaultSecrets
 from acr_transfer.azure.registry import RegistryAddress, RegistryArm
@@ -161,11 +163,29 @@ def spend_read(subscription: str) -> None:
             _api().increment_concurrency_slots(names=[name], slots=READ_CHUNK, mode="rate_limit")
             break
         except PrefectHTTPStatusError as e:
-            if e.response.status_code != 423:
+            if e.response.status_code == 423:
+                time.sleep(float(e.response.headers.get("Retry-After", "0.1") or 0.1))
+                continue
+            if e.response.status_code < 500:
                 raise
-            time.sleep(float(e.response.headers.get("Retry-After", "0.1") or 0.1))
+            _budget_unavailable(name, f"{e.response.status_code} from the Prefect API")
+            return
+        except httpx.HTTPError as e:
+            _budget_unavailable(name, type(e).__name__)
+            return
     with _local_lock:
         _local_reads[name] = _local_reads.get(name, 0) + READ_CHUNK - 1
+
+
+_last_warning = [0.0]
+
+
+def _budget_unavailable(name: str, why: str) -> None:
+    """The budget is a courtesy to ARM, whose own 429 + Retry-After stays the safety net: when Prefect cannot
+    count a read (its API is overloaded after its own retries), the read goes ahead, with a warning a minute."""
+    if time.monotonic() - _last_warning[0] > 60:
+        _last_warning[0] = time.monotonic()
+        log.warning("ARM read budget %s could not be counted (%s); reading anyway", name, why)
 
 
 @lru_cache(maxsize=1)
