@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shlex
 import signal
 import ssl
 import subprocess
@@ -22,6 +21,8 @@ import time
 from pathlib import Path
 
 import httpx
+
+from deployments.stack import read_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,12 +40,7 @@ def start_standin(state_dir: Path) -> tuple[subprocess.Popen[str], dict[str, str
     deadline = time.monotonic() + 60
     for line in proc.stdout:
         if line.startswith("emulator ready: "):
-            env_file = Path(line.split(": ", 1)[1].strip())
-            env = {}
-            for entry in env_file.read_text().splitlines():
-                key, _, value = entry.removeprefix("export ").partition("=")
-                env[key] = shlex.split(value)[0] if value else ""
-            return proc, env
+            return proc, read_env(Path(line.split(": ", 1)[1].strip()))
         if time.monotonic() > deadline:
             break
     proc.kill()

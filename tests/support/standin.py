@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import signal
 import ssl
 import subprocess
@@ -16,17 +15,9 @@ from typing import Any
 
 import httpx
 
+from deployments.stack import read_env as read_env_file
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def read_env_file(path: Path) -> dict[str, str]:
-    """The ``export K=V`` lines of the stand-in's env file as a dict."""
-    env: dict[str, str] = {}
-    for line in path.read_text().splitlines():
-        if line.startswith("export "):
-            key, _, value = line[len("export ") :].partition("=")
-            env[key] = shlex.split(value)[0] if value else ""
-    return env
 
 
 @dataclass
