@@ -87,7 +87,7 @@ def _sas_check(vault: KeyVaultSecrets, secret_uri: str, required: str, deadline:
 
 
 def check_export_side(
-    ctx: TransferContext, vault: KeyVaultSecrets, storage: BlobStorage, own_finished_blobs: set[str]
+    ctx: TransferContext, vault: KeyVaultSecrets, storage: BlobStorage, own_blobs: set[str]
 ) -> list[Check]:
     """Export pipeline's secret and container, and that every export blob name is free."""
     export = ctx.export
@@ -110,7 +110,7 @@ def check_export_side(
     )
     if "OverwriteBlobs" not in export.options:
         for batch in ctx.plan.batches:
-            if batch.blob_name in own_finished_blobs:
+            if batch.blob_name in own_blobs:
                 continue
             checks.append(
                 _guard(

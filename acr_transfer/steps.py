@@ -222,7 +222,7 @@ def compare_digests(
     return out, notes
 
 
-def own_finished_blobs(arm: RegistryArm, ctx: TransferContext) -> set[str]:
+def own_blobs(arm: RegistryArm, ctx: TransferContext) -> set[str]:
     """Blob names this transfer's own exports (Succeeded, or still running) write: a resume must not call
     them taken."""
     names = set()

@@ -252,16 +252,8 @@ def write_layout_tar(store: RegistryStore, artifacts: list[ResolvedArtifact], ou
                 tar.addfile(_tar_info(f"blobs/sha256/{digest[7:]}", path.stat().st_size), f)
 
 
-@dataclass(frozen=True)
-class LayoutArtifact:
-    """One artifact listed in a layout's ``index.json``."""
-
-    ref: str
-    repo: str
-    tag: str | None
-    digest: str
-    media_type: str
-    size: int
+class LayoutArtifact(ResolvedArtifact):
+    """One artifact listed in a layout's ``index.json`` (the same facts as a resolved one)."""
 
 
 class LayoutTar:

@@ -11,7 +11,6 @@ running one (queues); ``sync-routes`` skips a busy route and says so in its summ
 from __future__ import annotations
 
 import os
-from contextlib import AbstractContextManager
 from pathlib import Path
 
 from prefect import flow, get_run_logger, tags, task
@@ -37,10 +36,6 @@ def _route(name: str, routes_file: str | None) -> TransferRoute:
     return load_routes(path).get(name)
 
 
-def _locked(route: str, timeout: float | None = None) -> AbstractContextManager[None]:
-    return route_lock(route, timeout)
-
-
 @flow(name="transfer")
 def transfer_route(
     route: str,
@@ -60,7 +55,7 @@ def transfer_route(
     """
     rt = _route(route, routes_file)
     request = TransferRequest(route=rt, artifacts=artifacts, transfer_id=transfer_id, dry_run=dry_run)
-    with _locked(route), tags(f"route:{route}"):
+    with route_lock(route), tags(f"route:{route}"):
         return registry_transfer(request)
 
 
@@ -78,7 +73,7 @@ def export_route(
         routes_file: Routes file; default $ACR_TRANSFER_ROUTES, else routes.yaml in the working directory.
     """
     rt = _route(route, routes_file)
-    with _locked(route), tags(f"route:{route}"):
+    with route_lock(route), tags(f"route:{route}"):
         return export_artifacts(TransferRequest(route=rt, artifacts=artifacts))
 
 
@@ -121,7 +116,7 @@ def sync_route(route: str, routes_file: str | None) -> RouteOutcome:
         return busy
     try:
         rt = _route(route, routes_file)
-        with _locked(route, timeout=LOCK_WAIT_SECONDS), tags(f"route:{route}"):
+        with route_lock(route, wait_seconds=LOCK_WAIT_SECONDS), tags(f"route:{route}"):
             state = registry_transfer(TransferRequest(route=rt), return_state=True)
         result = state.result(raise_on_failure=False)
     except TimeoutError as e:

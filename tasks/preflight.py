@@ -23,7 +23,7 @@ def check_pipeline(registry: RegistryAddress, kind: str, name: str) -> tuple[Che
 @task(name="check-export-side", **step_options())
 def check_export_side(ctx: TransferContext) -> list[Check]:
     """Export SAS secret, container, and free blob names (this transfer's own finished blobs excepted)."""
-    own = steps.own_finished_blobs(clients.arm(), ctx)
+    own = steps.own_blobs(clients.arm(), ctx)
     checks = preflight.check_export_side(ctx, clients.vault(), clients.storage(), own)
     for c in checks:
         get_run_logger().info("%s", c.line)
