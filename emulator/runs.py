@@ -185,7 +185,8 @@ class RunEngine:
             task.cancel()
 
     def resume_all(self) -> None:
-        """After a restart, runs that were in flight start over (the real service would finish them)."""
+        """After a restart, runs that were in flight finish, as the real service would finish them: a run
+        whose work was done (only its pacing was left) keeps that result, any other starts over."""
         for key, rec in self.world.runs.items():
             if rec["resource"]["properties"]["provisioningState"] not in TERMINAL:
                 self.start(key)
@@ -205,18 +206,24 @@ class RunEngine:
         ticker = asyncio.get_running_loop().create_task(self._tick(props, pacing))
         self._set_op(rec, "InProgress")
         try:
-            if outcome.get("hang"):
-                await asyncio.Event().wait()  # until the run is deleted or the stand-in stops
-            pipeline = self.world.pipelines.get(props["request"]["pipelineResourceId"].lower())
-            if pipeline is None:
-                raise RunFailed("The pipeline of this run no longer exists.")
-            if outcome.get("fail"):
-                await asyncio.sleep(pacing.expected / 2)
-                raise RunFailed(str(outcome["fail"]))
-            if "exportPipelines" in pipeline["resource"]["type"]:
-                result = await asyncio.to_thread(self._export, rec, pipeline["resource"], pacing)
-            else:
-                result = await asyncio.to_thread(self._import, rec, pipeline["resource"], pacing)
+            # work finished before a restart (the run was stopped while pacing): do not redo it, a second
+            # export would find its own blob and fail, a second import would miss a deleted source blob
+            result: dict[str, Any] | None = rec.get("result")
+            if result is None:
+                if outcome.get("hang"):
+                    await asyncio.Event().wait()  # until the run is deleted or the stand-in stops
+                pipeline = self.world.pipelines.get(props["request"]["pipelineResourceId"].lower())
+                if pipeline is None:
+                    raise RunFailed("The pipeline of this run no longer exists.")
+                if outcome.get("fail"):
+                    await asyncio.sleep(pacing.expected / 2)
+                    raise RunFailed(str(outcome["fail"]))
+                if "exportPipelines" in pipeline["resource"]["type"]:
+                    result = await asyncio.to_thread(self._export, rec, pipeline["resource"], pacing)
+                else:
+                    result = await asyncio.to_thread(self._import, rec, pipeline["resource"], pacing)
+                rec["result"] = result  # saved with the run, so a restart from here only finishes the pacing
+                self.world.mark_dirty()
             remaining = pacing.expected - (time.monotonic() - pacing.started)
             if remaining > 0:
                 await asyncio.sleep(remaining)
@@ -260,6 +267,7 @@ class RunEngine:
             response["progress"]["percentage"] = "100"
         props["provisioningState"] = status
         rec["finished_at"] = time.time()
+        rec.pop("result", None)
         error = None
         if status == "Failed":
             error = {"code": "PipelineRunFailed", "message": fields.get("pipelineRunErrorMessage", "")}
