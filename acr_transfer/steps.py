@@ -16,7 +16,7 @@ from acr_transfer.azure.keyvault import KeyVaultSecrets
 from acr_transfer.azure.registry import RegistryAddress, RegistryArm, RunState
 from acr_transfer.azure.storage import BlobFacts, BlobStorage
 from acr_transfer.context import TransferContext
-from acr_transfer.errors import ConfigError, PermanentError, VerificationError
+from acr_transfer.errors import ConfigError, PermanentError, TransientError, VerificationError
 from acr_transfer.naming import BatchPlan, normalise_artifact
 from acr_transfer.sas import SasToken
 
@@ -202,6 +202,8 @@ def compare_digests(
         try:
             source = r.digest or digest_in_source(repo, ref)
             target = digest_in_target(repo, ref)
+        except TransientError:
+            raise  # the registry may answer later: the step is retried, not passed unverified
         except PermanentError as e:
             notes.append(f"{r.artifact}: digest not compared ({e.message})")
             out.append(r)

@@ -192,7 +192,8 @@ class ServiceMiddleware:
                 status_box[0] = message["status"]
             await send(message)
 
+        extra = {"fault": "delay"} if rule is not None and rule.delay else {}
         try:
             await self.app(scope, receive, send_and_record)
         finally:
-            self.controller.record(self.service, method, path, status_box[0] or 500, at)
+            self.controller.record(self.service, method, path, status_box[0] or 500, at, **extra)

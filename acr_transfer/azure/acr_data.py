@@ -14,7 +14,8 @@ from typing import Any
 
 import httpx
 
-from acr_transfer.errors import AuthError, ServiceUnavailableError
+from acr_transfer.errors import AuthError, ServiceUnavailableError, ThrottledError
+from acr_transfer.retry import call_with_retries
 from acr_transfer.settings import Settings, get_credential, get_settings
 
 ACCEPT = ", ".join(
@@ -48,13 +49,33 @@ class RegistryDataPlane:
             ServiceUnavailableError: the registry could not be reached.
         """
         url = f"https://{login_server}/v2/{repo}/manifests/{reference}"
+        what = f"read {repo}:{reference} on registry {login_server}"
+        return call_with_retries(
+            lambda: self._digest_once(url, login_server, repo, reference),
+            what,
+            attempts=self.settings.storage_retry_total + 1,
+            base_delay=self.settings.retry_base_seconds,
+        )
+
+    def _digest_once(self, url: str, login_server: str, repo: str, reference: str) -> str | None:
         response = self._head(url, login_server, repo)
-        if response.status_code == 404:
+        status = response.status_code
+        if status == 404:
             return None
-        if response.status_code in (401, 403):
+        if status in (401, 403):
             raise AuthError(f"registry {login_server} refused to show {repo}:{reference} to this identity (needs pull)")
-        if response.status_code >= 400:
-            raise ServiceUnavailableError(f"registry {login_server}: {response.status_code} for {repo}:{reference}")
+        if status == 429:
+            raise ThrottledError(
+                f"registry {login_server} throttled the read of {repo}:{reference}",
+                retry_after=_retry_after(response.headers.get("Retry-After")),
+                status=status,
+            )
+        if status >= 400:
+            raise ServiceUnavailableError(
+                f"registry {login_server}: {status} for {repo}:{reference}",
+                retry_after=_retry_after(response.headers.get("Retry-After")),
+                status=status,
+            )
         return response.headers.get("Docker-Content-Digest")
 
     def _head(self, url: str, login_server: str, repo: str) -> httpx.Response:
@@ -101,3 +122,11 @@ class RegistryDataPlane:
             token = str(r.json()["access_token"])
             self._tokens[(login_server, repo)] = token
             return token
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Retry-After in seconds (the registry sends seconds; an HTTP date is not honoured, the backoff applies)."""
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None
