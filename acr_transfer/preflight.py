@@ -2,8 +2,9 @@
 
 Phase 1 reads both pipelines (exist, Succeeded, container, secret, storage access mode, options, source
 trigger). Phase 2, from those facts, checks each SAS secret (exists, enabled, unexpired, ``se`` beyond
-the transfer's deadline, permissions, https only), that each container answers a list, and that no
-export blob name is taken (unless OverwriteBlobs, or the blob is this transfer's own finished export).
+the transfer's deadline, permissions, https only), that each container answers a list, that no
+export blob name is taken (unless OverwriteBlobs, or the blob is this transfer's own finished export), that
+every artifact exists in the source, and that no tag conflicts in the target (unless OverwriteTags).
 Nothing is created when any check fails; each failure names the resource and the fix.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -167,8 +169,80 @@ def _free(storage: BlobStorage, container_uri: str, blob: str, sas: SasToken | N
     return "free"
 
 
+DigestReader = Callable[[str, str], "str | None"]
+MAX_NAMED = 20
+
+
+def check_artifacts(
+    ctx: TransferContext, in_source: DigestReader, in_target: DigestReader | None, workers: int = 8
+) -> list[Check]:
+    """Every artifact exists in the source registry; and, unless the import pipeline has OverwriteTags, no
+    tag already points at other content in the target (the import would fail on it after the export).
+
+    ``in_source``/``in_target`` read ``(repo, reference) → digest | None``. A registry whose data plane this
+    worker cannot read is reported as not checked, not as failed: ACR's runs read it with their own identity.
+    """
+    artifacts = ctx.plan.artifacts
+    src = ctx.src.name
+    guard_tags = in_target is not None and "OverwriteTags" not in ctx.imp.options
+    problems: list[Check] = []
+    unchecked: list[str] = []
+
+    def one(ref: str) -> None:
+        repo, sep, reference = ref.partition("@") if "@" in ref else ref.rpartition(":")
+        try:
+            source = in_source(repo, reference)
+            if source is None:
+                problems.append(
+                    Check(
+                        f"artifact '{ref}'",
+                        False,
+                        f"not found in source registry {src}",
+                        "push it, or correct the reference (repo:tag or repo@sha256:…)",
+                    )
+                )
+                return
+            if guard_tags and sep == ":" and in_target is not None:
+                target = in_target(repo, reference)
+                if target is not None and target != source:
+                    problems.append(
+                        Check(
+                            f"artifact '{ref}'",
+                            False,
+                            f"tag already points at {target} in target registry {ctx.dst.name} (source has {source}) "
+                            f"and import pipeline '{ctx.imp.name}' lacks OverwriteTags",
+                            "enable OverwriteTags on the import pipeline, or transfer under another tag",
+                        )
+                    )
+        except AcrTransferError as e:
+            unchecked.append(f"{ref} ({e.message})")
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="preflight-artifacts") as pool:
+        list(pool.map(one, artifacts))
+    if problems:
+        order = {ref: i for i, ref in enumerate(artifacts)}
+        problems.sort(key=lambda c: order.get(c.name.split("'")[1], 0))
+        if len(problems) > MAX_NAMED:
+            rest = len(problems) - MAX_NAMED
+            problems = [*problems[:MAX_NAMED], Check(f"{rest} more artifacts", False, "missing or in tag conflict")]
+        return problems
+    what = "exist in the source" + (", no tag conflicts in the target" if guard_tags else "")
+    detail = f"{len(artifacts) - len(unchecked)} of {len(artifacts)} {what}"
+    if unchecked:
+        detail += f"; not checked (registry not readable from here): {', '.join(unchecked[:3])}"
+    return [Check(f"artifacts in {src}", True, detail)]
+
+
 def failures(checks: list[Check]) -> list[Check]:
     return [c for c in checks if not c.ok]
 
 
-__all__ = ["AcrTransferError", "Check", "check_export_side", "check_import_side", "check_pipeline", "failures"]
+__all__ = [
+    "AcrTransferError",
+    "Check",
+    "check_artifacts",
+    "check_export_side",
+    "check_import_side",
+    "check_pipeline",
+    "failures",
+]

@@ -16,7 +16,7 @@ from acr_transfer.errors import AcrTransferError, ConfigError, PreflightError, r
 from acr_transfer.models import ImportRequest, TransferRequest
 from acr_transfer.preflight import Check
 from acr_transfer.results import ExportedBlob, TransferResult, rows_for
-from tasks.preflight import check_export_side, check_import_side, check_pipeline
+from tasks.preflight import check_artifacts, check_export_side, check_import_side, check_pipeline
 from tasks.report import clean_up_blob, publish_result
 from tasks.transfer import (
     bridge_blob,
@@ -43,6 +43,7 @@ def run_preflight(ctx: TransferContext, raise_on_failure: bool = True) -> tuple[
         sides = []
         if route.source:
             sides.append(check_export_side.submit(ctx))
+            sides.append(check_artifacts.submit(ctx))
         if route.target:
             sides.append(check_import_side.submit(ctx))
         for side in sides:

@@ -8,6 +8,7 @@ from acr_transfer import preflight, steps
 from acr_transfer.azure.registry import PipelineFacts, RegistryAddress
 from acr_transfer.context import TransferContext
 from acr_transfer.preflight import Check
+from acr_transfer.settings import get_settings
 from tasks import clients
 from tasks.retry import step_options
 
@@ -34,6 +35,24 @@ def check_export_side(ctx: TransferContext) -> list[Check]:
 def check_import_side(ctx: TransferContext) -> list[Check]:
     """Import SAS secret and container, and the bridge secret when the blob must be copied."""
     checks = preflight.check_import_side(ctx, clients.vault(), clients.storage())
+    for c in checks:
+        get_run_logger().info("%s", c.line)
+    return checks
+
+
+@task(name="check-artifacts", **step_options())
+def check_artifacts(ctx: TransferContext) -> list[Check]:
+    """Every artifact exists in the source; no tag conflict in the target unless OverwriteTags."""
+    if not get_settings().verify_digests:
+        return [Check("artifacts", True, "not checked (ACR_TRANSFER_VERIFY_DIGESTS is off)")]
+    plane = clients.data_plane()
+    source = clients.login_server(ctx.src)
+    target = clients.login_server(ctx.dst) if ctx.target is not None else None
+    checks = preflight.check_artifacts(
+        ctx,
+        lambda repo, ref: plane.manifest_digest(source, repo, ref),
+        (lambda repo, ref: plane.manifest_digest(target, repo, ref)) if target else None,
+    )
     for c in checks:
         get_run_logger().info("%s", c.line)
     return checks
