@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from acr_transfer.azure.registry import PipelineFacts, RegistryAddress
 from acr_transfer.errors import ConfigError
-from acr_transfer.models import TransferRequest, TransferRoute
-from acr_transfer.naming import TransferPlan, plan_transfer
+from acr_transfer.models import RegistryRef, TransferRequest, TransferRoute
+from acr_transfer.naming import MAX_ARTIFACTS, TransferPlan, plan_transfer
 
 
 @dataclass(frozen=True)
@@ -62,24 +63,67 @@ class TransferContext:
         return TransferContext(self.route, self.transfer_id, self.plan, self.source, self.target, export, import_)
 
 
-def address(ref_parts: tuple[str, str, str]) -> RegistryAddress:
-    return RegistryAddress(*ref_parts)
+def address(
+    ref: RegistryRef, default_subscription: str | None, allowed_subscriptions: Collection[str] | None = None
+) -> RegistryAddress:
+    """Where a registry is, once its subscription is known to be one this deployment may reach.
 
-
-def resolve(request: TransferRequest, transfer_id: str, default_subscription: str | None) -> TransferContext:
-    """Plan a transfer: artifacts normalised and batched, names derived, registries addressed.
+    Args:
+        ref: the registry as a route names it.
+        default_subscription: for a registry named without one (``AZURE_SUBSCRIPTION_ID``).
+        allowed_subscriptions: subscriptions it may be in (``Settings.permitted_subscriptions()``); None: only
+            ``default_subscription``.
 
     Raises:
-        ConfigError: bad artifacts, a registry without subscription, or an unsafe blob name.
+        ConfigError: no subscription, or one not allowed; the message names the registry, the subscription and
+            ACR_TRANSFER_ALLOWED_SUBSCRIPTIONS.
+    """
+    try:
+        subscription, resource_group, name = ref.parts(default_subscription)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    allowed = {s.lower() for s in allowed_subscriptions} if allowed_subscriptions is not None else None
+    if allowed is None:
+        allowed = {default_subscription.lower()} if default_subscription else set()
+    if subscription.lower() not in allowed:
+        listed = ", ".join(sorted(allowed)) or "none: AZURE_SUBSCRIPTION_ID is not set either"
+        raise ConfigError(
+            f"registry '{name}' is in subscription {subscription}, which this deployment may not reach (allowed: "
+            f"{listed}); add it to ACR_TRANSFER_ALLOWED_SUBSCRIPTIONS if routes may use it, or fix the registry"
+        )
+    return RegistryAddress(subscription, resource_group, name)
+
+
+def resolve(
+    request: TransferRequest,
+    transfer_id: str,
+    default_subscription: str | None,
+    *,
+    allowed_subscriptions: Collection[str] | None = None,
+    max_artifacts: int = MAX_ARTIFACTS,
+) -> TransferContext:
+    """Plan a transfer: artifacts normalised and batched, names derived, registries addressed. Nothing here
+    touches the network, so whatever it refuses never reaches ARM.
+
+    Args:
+        request: the transfer.
+        transfer_id: its id (6-20 lowercase letters or digits).
+        default_subscription: for registries named without one.
+        allowed_subscriptions: subscriptions registries may be in; None: only ``default_subscription``.
+        max_artifacts: the most artifacts one transfer may name.
+
+    Raises:
+        ConfigError: bad or too many artifacts, a registry without subscription or in one not allowed, or an
+            unsafe blob name.
     """
     route = request.route
     try:
-        source = address(route.source.registry.parts(default_subscription)) if route.source else None
-        target = address(route.target.registry.parts(default_subscription)) if route.target else None
-    except ValueError as e:
-        raise ConfigError(f"route '{route.name}': {e}") from e
+        source = address(route.source.registry, default_subscription, allowed_subscriptions) if route.source else None
+        target = address(route.target.registry, default_subscription, allowed_subscriptions) if route.target else None
+    except ConfigError as e:
+        raise ConfigError(f"route '{route.name}': {e.message}") from None
     refs = request.wanted_artifacts()
     if source is None:  # import-only: nothing is exported, so no artifacts are needed to plan
         refs = refs or ["import-only:latest"]
-    plan = plan_transfer(route.name, route.blob_name_template, transfer_id, refs, route.batch_size)
+    plan = plan_transfer(route.name, route.blob_name_template, transfer_id, refs, route.batch_size, max_artifacts)
     return TransferContext(route, transfer_id, plan, source, target)

@@ -33,6 +33,19 @@ def redact(text: str) -> str:
     return SIG_RE.sub(r"\1REDACTED", text)
 
 
+def shown(value: object, limit: int = 80) -> str:
+    """A user's value as a message may quote it: invisible characters escaped, at most ``limit`` characters.
+
+    A value in an error message reaches terminals, logs and the Prefect UI; an escape sequence, a newline or
+    a megabyte of it must not.
+    """
+    text = value if isinstance(value, str) else repr(value)
+    clipped = len(text) > limit
+    text = text[:limit]
+    text = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
+    return text + "…" if clipped else text
+
+
 class AcrTransferError(Exception):
     """Base of every error this project raises on purpose. ``str()`` is safe to log (no secrets)."""
 

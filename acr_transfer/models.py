@@ -8,11 +8,15 @@ pipelines at run time.
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from acr_transfer.errors import ConfigError, shown
+
 ACR_NAME = re.compile(r"^[A-Za-z0-9]{5,50}\Z")
+SUBSCRIPTION_ID = re.compile(r"^[0-9A-Fa-f]{8}-(?:[0-9A-Fa-f]{4}-){3}[0-9A-Fa-f]{12}\Z")
 ROUTE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}\Z")
 REGISTRY_ID = re.compile(
     r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/Microsoft\.ContainerRegistry/"
@@ -21,6 +25,50 @@ REGISTRY_ID = re.compile(
 )
 SECRET_URI = re.compile(r"^https://[^/\s?#]+/secrets/[A-Za-z0-9-]{1,127}/?\Z")
 PLACEHOLDERS = {"route", "transfer_id", "batch", "date"}
+RESOURCE_GROUP_PUNCTUATION = set("_-.()")
+
+
+def subscription_problem(value: str) -> str | None:
+    """What is wrong with a subscription id (it must be a GUID), or None."""
+    if SUBSCRIPTION_ID.match(value):
+        return None
+    return f"subscription '{shown(value)}' is not a subscription id (a GUID like 00000000-0000-0000-0000-000000000000)"
+
+
+def resource_group_problem(value: str) -> str | None:
+    """What is wrong with a resource group name, or None.
+
+    Azure's rule: 1-90 letters or digits (Unicode ones too), '_', '-', '.', '(' and ')', not ending in '.';
+    so neither '.' nor '..' can ever reach an ARM URL as a path segment.
+    """
+    if (
+        1 <= len(value) <= 90
+        and all(ch.isalpha() or ch.isdecimal() or ch in RESOURCE_GROUP_PUNCTUATION for ch in value)
+        and not value.endswith(".")
+    ):
+        return None
+    return (
+        f"resource group '{shown(value)}' is not a resource group name: 1-90 letters, digits, '_', '-', '.', "
+        "'(' or ')', not ending in '.'"
+    )
+
+
+def blob_path_problem(value: str) -> str | None:
+    """What makes a blob name unsafe to hand to ARM and storage, or None.
+
+    Unicode letters and punctuation are fine (both escape them on the wire); what could change which blob is
+    meant, or how a log line reads, is not: empty, '.' or '..' segments (so no leading '/', '//' or trailing
+    '/'), a trailing '.', backslashes, control and format characters, separators other than ' ', surrogates.
+    """
+    segments = value.split("/")
+    if not value or len(value) > 1024:
+        return f"blob name '{shown(value)}' must be 1-1024 characters (it has {len(value)})"
+    if any(s in ("", ".", "..") for s in segments) or value.endswith("."):
+        return f"blob name '{shown(value)}' has an empty, '.' or '..' segment or ends in '/' or '.'"
+    odd = next((ch for ch in value if ch == "\\" or (unicodedata.category(ch)[0] in "CZ" and ch != " ")), None)
+    if odd is not None:
+        return f"blob name '{shown(value)}' holds {shown(repr(odd))} (no backslashes, control or invisible characters)"
+    return None
 
 
 class Strict(BaseModel):
@@ -47,25 +95,27 @@ class RegistryRef(Strict):
             m = REGISTRY_ID.match(self.resource_id)
             if not m:
                 raise ValueError(
-                    f"registry resource_id '{self.resource_id}' is not a registry id "
+                    f"registry resource_id '{shown(self.resource_id, 200)}' is not a registry id "
                     "(/subscriptions/…/resourceGroups/…/providers/Microsoft.ContainerRegistry/registries/NAME)"
                 )
+            _check_parts(m.group("sub"), m.group("rg"), m.group("name"), f" in resource_id '{shown(self.resource_id)}'")
             for field, part in (("subscription_id", "sub"), ("resource_group", "rg"), ("name", "name")):
                 given = getattr(self, field)
                 if given and given.lower() != m.group(part).lower():
-                    raise ValueError(f"registry {field} '{given}' contradicts resource_id '{self.resource_id}'")
+                    raise ValueError(
+                        f"registry {field} '{shown(given)}' contradicts resource_id '{shown(self.resource_id, 200)}'"
+                    )
             return self
         if not (self.name and self.resource_group):
             raise ValueError("name a registry by resource_id, or by resource_group and name")
-        if not ACR_NAME.match(self.name):
-            raise ValueError(f"registry name '{self.name}' must be 5-50 letters or digits")
+        _check_parts(self.subscription_id, self.resource_group, self.name, "")
         return self
 
     def parts(self, default_subscription: str | None) -> tuple[str, str, str]:
         """(subscription, resource group, name); the subscription falls back to the default.
 
         Raises:
-            ValueError: no subscription anywhere.
+            ValueError: no subscription anywhere, or the default one is not a subscription id.
         """
         if self.resource_id:
             m = REGISTRY_ID.match(self.resource_id)
@@ -74,6 +124,9 @@ class RegistryRef(Strict):
         sub = self.subscription_id or default_subscription
         if not sub:
             raise ValueError(f"registry '{self.name}' has no subscription_id and AZURE_SUBSCRIPTION_ID is not set")
+        problem = subscription_problem(sub)
+        if problem:
+            raise ValueError(f"registry '{self.name}': {problem} (from AZURE_SUBSCRIPTION_ID)")
         return sub, str(self.resource_group), str(self.name)
 
     def arm_id(self, default_subscription: str | None) -> str:
@@ -85,9 +138,24 @@ class RegistryRef(Strict):
         return self.name or (self.resource_id or "").rstrip("/").rsplit("/", 1)[-1]
 
 
+def _check_parts(subscription: str | None, resource_group: str | None, name: str | None, where: str) -> None:
+    """Every part of a registry's address is safe as an ARM URL path segment, or ValueError naming the part."""
+    problem = (
+        (subscription_problem(subscription) if subscription is not None else None)
+        or (resource_group_problem(resource_group) if resource_group is not None else None)
+        or (
+            None
+            if name is None or ACR_NAME.match(name)
+            else f"registry name '{shown(name)}' must be 5-50 letters or digits"
+        )
+    )
+    if problem:
+        raise ValueError(problem + where)
+
+
 def _pipeline_name(value: str) -> str:
     if not ACR_NAME.match(value):
-        raise ValueError(f"pipeline name '{value}' must be 5-50 letters or digits (no '-' or '_')")
+        raise ValueError(f"pipeline name '{shown(value)}' must be 5-50 letters or digits (no '-' or '_')")
     return value
 
 
@@ -122,7 +190,9 @@ class BridgeConfig(Strict):
     @classmethod
     def _secret_uri(cls, value: str | None) -> str | None:
         if value and not SECRET_URI.match(value):
-            raise ValueError(f"bridge secret_uri '{value}' must look like https://VAULT/secrets/NAME (no version)")
+            raise ValueError(
+                f"bridge secret_uri '{shown(value, 200)}' must look like https://VAULT/secrets/NAME (no version)"
+            )
         return value
 
 
@@ -156,7 +226,7 @@ class TransferRoute(Strict):
     @classmethod
     def _route_name(cls, value: str) -> str:
         if not ROUTE_NAME.match(value):
-            raise ValueError(f"route name '{value}' must be lowercase letters, digits and '-' (1-63)")
+            raise ValueError(f"route name '{shown(value)}' must be lowercase letters, digits and '-' (1-63)")
         return value
 
     @model_validator(mode="after")
@@ -176,7 +246,19 @@ class TransferRoute(Strict):
             )
         if "transfer_id" not in names:
             raise ValueError("blob_name_template must contain {transfer_id} so every transfer writes its own blob")
+        from acr_transfer.naming import blob_name  # naming needs no model: no import cycle at run time
+
+        try:  # a route name and a transfer id are letters, digits and '-': the sample renders like any real one
+            blob_name(value, route="route", transfer_id="a1b2c3d4e5f6", batch=1)
+        except ConfigError as e:
+            raise ValueError(f"does not render a usable blob name: {e.message}") from None
         return value
+
+
+def _transfer_id(value: str | None) -> str | None:
+    if value is not None and not re.fullmatch(r"[a-z0-9]{6,20}", value):
+        raise ValueError(f"transfer_id '{shown(value)}' must be 6-20 lowercase letters or digits")
+    return value
 
 
 class ImportRequest(Strict):
@@ -191,10 +273,19 @@ class ImportRequest(Strict):
     @field_validator("blob")
     @classmethod
     def _blob(cls, value: str) -> str:
-        segments = value.split("/")
-        if not value or len(value) > 1024 or any(s in ("", ".", "..") for s in segments) or "\n" in value:
-            raise ValueError(f"blob name '{value[:80]}' must be 1-1024 characters without empty or '..' segments")
+        problem = blob_path_problem(value)
+        if problem:
+            raise ValueError(problem)
         return value
+
+    @field_validator("catalog_digest")
+    @classmethod
+    def _catalog_digest(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9:@+/=_.-]{1,256}", value):
+            raise ValueError(f"catalog_digest '{shown(value)}' is not a digest (sha256:…, at most 256 characters)")
+        return value
+
+    _tid = field_validator("transfer_id")(classmethod(lambda cls, v: _transfer_id(v)))
 
 
 class TransferRequest(Strict):
@@ -209,12 +300,7 @@ class TransferRequest(Strict):
     )
     dry_run: bool = Field(False, description="Only plan and check; create nothing")
 
-    @field_validator("transfer_id")
-    @classmethod
-    def _tid(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"[a-z0-9]{6,20}", value):
-            raise ValueError(f"transfer_id '{value}' must be 6-20 lowercase letters or digits")
-        return value
+    _tid = field_validator("transfer_id")(classmethod(lambda cls, v: _transfer_id(v)))
 
     def wanted_artifacts(self) -> list[str]:
         return list(self.artifacts) if self.artifacts else list(self.route.artifacts)

@@ -13,9 +13,10 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from acr_transfer.errors import ConfigError
+from acr_transfer.errors import ConfigError, shown
 
 MAX_PER_RUN = 50
+MAX_ARTIFACTS = 2500  # 50 runs of 50; the setting max_artifacts may change it
 REPO_RE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*\Z")
 TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\Z")
 DIGEST_RE = re.compile(r"^sha256:[a-f0-9]{64}\Z")
@@ -29,44 +30,50 @@ def normalise_artifact(ref: str) -> str:
         ConfigError: naming the reference and what is wrong with it.
     """
     if not isinstance(ref, str) or not ref.strip():
-        raise ConfigError(f"artifact {ref!r} is empty; use repo, repo:tag or repo@sha256:<64 hex>")
+        raise ConfigError(f"artifact {shown(ref)!r} is empty or not text; use repo, repo:tag or repo@sha256:<64 hex>")
     ref = ref.strip()
     if len(ref) > 512:
-        raise ConfigError(f"artifact '{ref[:40]}…' is longer than 512 characters")
+        raise ConfigError(f"artifact '{shown(ref, 40)}' is longer than 512 characters")
     if "@" in ref:
         repo, _, digest = ref.partition("@")
         if not DIGEST_RE.match(digest):
-            raise ConfigError(f"artifact '{ref}' has an invalid digest; expected sha256:<64 lowercase hex>")
+            raise ConfigError(f"artifact '{shown(ref)}' has an invalid digest; expected sha256:<64 lowercase hex>")
         tag = None
     else:
         slash = ref.rfind("/")
         colon = ref.rfind(":")
         repo, tag = (ref[:colon], ref[colon + 1 :]) if colon > slash else (ref, "latest")
         if not TAG_RE.match(tag):
-            raise ConfigError(f"artifact '{ref}' has an invalid tag '{tag}'")
+            raise ConfigError(f"artifact '{shown(ref)}' has an invalid tag '{shown(tag)}'")
         digest = None
     first = repo.split("/", 1)[0]
     if "/" in repo and first != ".." and ("." in first or ":" in first or first == "localhost"):
         raise ConfigError(
-            f"artifact '{ref}' starts with a registry host '{first}'; name the repository only (the route says which "
-            "registry)"
+            f"artifact '{shown(ref)}' starts with a registry host '{shown(first)}'; name the repository only (the "
+            "route says which registry)"
         )
     if ".." in repo.split("/") or not REPO_RE.match(repo) or len(repo) > 256:
         raise ConfigError(
-            f"artifact '{ref}' has an invalid repository '{repo}': lowercase letters, digits and . _ - separators, "
-            "path segments joined by '/'"
+            f"artifact '{shown(ref)}' has an invalid repository '{shown(repo)}': lowercase letters, digits and . _ - "
+            "separators, path segments joined by '/'"
         )
     return f"{repo}@{digest}" if digest else f"{repo}:{tag}"
 
 
-def normalise_artifacts(refs: list[str]) -> list[str]:
+def normalise_artifacts(refs: list[str], limit: int = MAX_ARTIFACTS) -> list[str]:
     """Normalise and de-duplicate, keeping the first order; every bad reference is reported at once.
 
+    Args:
+        refs: artifact references.
+        limit: the most a request may name (checked first, so a huge list fails at once).
+
     Raises:
-        ConfigError: the list is empty or holds invalid references (all named).
+        ConfigError: the list is empty, too long, or holds invalid references (all named).
     """
     if not refs:
         raise ConfigError("no artifacts to transfer: give the route 'artifacts' or pass --artifact")
+    if len(refs) > limit:
+        raise ConfigError(too_many_artifacts(len(refs), limit))
     seen: dict[str, None] = {}
     problems = []
     for ref in refs:
@@ -78,6 +85,14 @@ def normalise_artifacts(refs: list[str]) -> list[str]:
         shown = problems[:10] + ([f"… and {len(problems) - 10} more"] if len(problems) > 10 else [])
         raise ConfigError("invalid artifacts:\n  " + "\n  ".join(shown))
     return list(seen)
+
+
+def too_many_artifacts(count: int, limit: int) -> str:
+    """The message for a request naming more artifacts than ``limit``."""
+    return (
+        f"{count} artifacts are more than one transfer takes ({limit}, {-(-limit // MAX_PER_RUN)} runs of "
+        f"{MAX_PER_RUN}); split them over several transfers or raise ACR_TRANSFER_MAX_ARTIFACTS"
+    )
 
 
 def batches(artifacts: list[str], size: int = MAX_PER_RUN) -> list[list[str]]:
@@ -96,7 +111,7 @@ def run_name(kind: str, transfer_id: str, batch: int, attempt: int) -> str:
     prefix = {"export": "x", "import": "i"}[kind]
     name = f"{prefix}{transfer_id}b{batch:03d}a{attempt}"
     if not re.fullmatch(r"[A-Za-z0-9]{5,50}", name):
-        raise ConfigError(f"derived run name '{name}' is not 5-50 letters or digits")
+        raise ConfigError(f"derived run name '{shown(name)}' is not 5-50 letters or digits")
     return name
 
 
@@ -110,7 +125,7 @@ def blob_name(template: str, *, route: str, transfer_id: str, batch: int, when: 
     try:
         name = template.format(route=route, transfer_id=transfer_id, batch=f"{batch:03d}", date=when.strftime("%Y%m%d"))
     except (KeyError, IndexError, ValueError) as e:
-        raise ConfigError(f"blob_name_template '{template}' cannot be rendered: {e}") from None
+        raise ConfigError(f"blob_name_template '{shown(template)}' cannot be rendered: {shown(str(e))}") from None
     segments = name.split("/")
     if (
         not name
@@ -120,8 +135,8 @@ def blob_name(template: str, *, route: str, transfer_id: str, batch: int, when: 
         or name.endswith(".")
     ):
         raise ConfigError(
-            f"blob name '{name[:80]}' from template '{template}' is not a safe blob path: use letters, digits, "
-            "'.', '_', '-' and '/' between non-empty segments, no '..'"
+            f"blob name '{shown(name)}' from template '{shown(template)}' is not a safe blob path: use letters, "
+            "digits, '.', '_', '-' and '/' between non-empty segments, no '..'"
         )
     return name
 
@@ -152,7 +167,12 @@ class TransferPlan:
 
 
 def plan_transfer(
-    route: str, template: str, transfer_id: str, refs: list[str], batch_size: int = MAX_PER_RUN
+    route: str,
+    template: str,
+    transfer_id: str,
+    refs: list[str],
+    batch_size: int = MAX_PER_RUN,
+    max_artifacts: int = MAX_ARTIFACTS,
 ) -> TransferPlan:
     """Normalise, de-duplicate and batch the artifacts and name every blob.
 
@@ -160,15 +180,17 @@ def plan_transfer(
     so resumable routes should leave it out (the default template does).
 
     Raises:
-        ConfigError: bad artifacts or a bad blob name.
+        ConfigError: bad or too many artifacts, or a bad blob name.
     """
     if not re.fullmatch(r"[a-z0-9]{6,20}", transfer_id):
-        raise ConfigError(f"transfer id '{transfer_id}' must be 6-20 lowercase letters or digits")
-    artifacts = normalise_artifacts(refs)
+        raise ConfigError(f"transfer id '{shown(transfer_id)}' must be 6-20 lowercase letters or digits")
+    artifacts = normalise_artifacts(refs, max_artifacts)
     plans = [
         BatchPlan(i, chunk, blob_name(template, route=route, transfer_id=transfer_id, batch=i))
         for i, chunk in enumerate(batches(artifacts, batch_size), start=1)
     ]
     if len({p.blob_name for p in plans}) != len(plans):
-        raise ConfigError(f"blob_name_template '{template}' must contain {{batch}} when a transfer has several batches")
+        raise ConfigError(
+            f"blob_name_template '{shown(template)}' must contain {{batch}} when a transfer has several batches"
+        )
     return TransferPlan(route, transfer_id, artifacts, plans)

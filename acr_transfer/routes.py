@@ -25,9 +25,10 @@ from typing import Any, get_args
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from acr_transfer.errors import ConfigError
+from acr_transfer.errors import ConfigError, shown
 from acr_transfer.models import TransferRoute
-from acr_transfer.naming import blob_name, normalise_artifact
+from acr_transfer.naming import blob_name, normalise_artifact, too_many_artifacts
+from acr_transfer.settings import get_settings
 
 SUPPORTED_VERSION = 1
 TOP_LEVEL_KEYS = ("version", "defaults", "routes")
@@ -41,6 +42,7 @@ _MERGE_TAG = "tag:yaml.org,2002:merge"
 # an alias bomb ("billion laughs") or a pathological document stops here instead of eating the worker
 _MAX_NODES = 100_000
 _MAX_DEPTH = 40
+_SHOWN_PROBLEMS = 100  # a file with thousands of problems gets the first of them and a count, not megabytes
 _BOUND_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}
 _FLOORS = {
     "timeout_minutes": "timeout_minutes must be 1 to 1440 minutes (got {value}): a run needs at least a minute, "
@@ -74,7 +76,7 @@ class RoutesFile:
         if name in self.routes:
             return self.routes[name]
         known = ", ".join(self.routes) or "(none)"
-        raise ConfigError(f"route '{name}' is not in {self.source}; known routes: {known}")
+        raise ConfigError(f"route '{shown(name)}' is not in {self.source}; known routes: {known}")
 
     def select(self, names: list[str] | None) -> list[TransferRoute]:
         """The named routes in the order given (duplicates dropped); ``None`` or ``[]`` selects every route.
@@ -87,9 +89,9 @@ class RoutesFile:
         wanted = list(dict.fromkeys(names))
         unknown = [name for name in wanted if name not in self.routes]
         if unknown:
-            shown = ", ".join(f"'{name}'" for name in unknown)
+            named = ", ".join(f"'{shown(name)}'" for name in unknown[:20]) + (" …" if len(unknown) > 20 else "")
             raise ConfigError(
-                f"route(s) {shown} not in {self.source}; known routes: {', '.join(self.routes) or '(none)'}"
+                f"route(s) {named} not in {self.source}; known routes: {', '.join(self.routes) or '(none)'}"
             )
         return [self.routes[name] for name in wanted]
 
@@ -137,7 +139,9 @@ def parse_routes(text: str, source: str = "<string>") -> RoutesFile:
     for index, raw in enumerate(_route_list(data, report)):
         name = raw.get("name") if isinstance(raw, dict) else None
         if isinstance(name, str) and name in first_line:
-            report.add(("routes", index, "name"), f"duplicate route name '{name}' (first at line {first_line[name]})")
+            report.add(
+                ("routes", index, "name"), f"duplicate route name '{shown(name)}' (first at line {first_line[name]})"
+            )
             continue
         if isinstance(name, str):
             first_line[name] = report.line(("routes", index, "name"))
@@ -156,6 +160,7 @@ class _Report:
     lines: dict[Loc, int] = field(default_factory=dict)
     problems: list[tuple[int, str]] = field(default_factory=list)
     unresolved: set[Loc] = field(default_factory=set)
+    _seen: set[tuple[int, str]] = field(default_factory=set)
 
     def line(self, loc: Loc) -> int:
         """The line of ``loc``, or of its nearest ancestor when it is not in the file (a missing key)."""
@@ -165,7 +170,8 @@ class _Report:
 
     def add(self, loc: Loc, message: str, *, note: str = "", line: int | None = None) -> None:
         entry = (line or self.line(loc), f"{_dotted(loc)}{note}: {message}")
-        if entry not in self.problems:
+        if entry not in self._seen:  # a set: a document with 10 000 bad items must not take quadratic time
+            self._seen.add(entry)
             self.problems.append(entry)
 
     def raise_if_any(self) -> None:
@@ -173,7 +179,9 @@ class _Report:
             return
         ordered = sorted(self.problems, key=lambda problem: problem[0])
         count = f"{len(ordered)} problem" + ("s" if len(ordered) > 1 else "")
-        body = "\n".join(f"  line {line}: {text}" for line, text in ordered)
+        body = "\n".join(f"  line {line}: {text}" for line, text in ordered[:_SHOWN_PROBLEMS])
+        if len(ordered) > _SHOWN_PROBLEMS:
+            body += f"\n  … and {len(ordered) - _SHOWN_PROBLEMS} more"
         raise ConfigError(f"routes file {self.source} has {count}; fix and load it again:\n{body}")
 
 
@@ -266,7 +274,7 @@ class _Builder:
             line = key_node.start_mark.line + 1
             if key in own:
                 first = self.report.lines[(*loc, key)]
-                self.report.add((*loc, key), f"duplicate key '{key}' (first at line {first})", line=line)
+                self.report.add((*loc, key), f"duplicate key '{shown(key)}' (first at line {first})", line=line)
                 continue
             self.report.lines[(*loc, key)] = line
             own[key] = self.build(value_node, (*loc, key))
@@ -276,10 +284,10 @@ class _Builder:
         value = self._scalar(node, loc) if isinstance(node, yaml.ScalarNode) else None
         if isinstance(value, str):
             return value
-        shown = _show(value) if isinstance(node, yaml.ScalarNode) else "a list or mapping"
+        described = _show(value) if isinstance(node, yaml.ScalarNode) else "a list or mapping"
         self.report.add(
             loc,
-            f"key {shown} is not a string; quote it (YAML reads yes/no/on/off as true/false)",
+            f"key {described} is not a string; quote it (YAML reads yes/no/on/off as true/false)",
             line=node.start_mark.line + 1,
         )
         return None
@@ -318,7 +326,7 @@ def _refuse_inline_secrets(value: Any, loc: Loc, report: _Report) -> None:
     if isinstance(value, dict):
         for key, item in value.items():
             if _SECRET_KEY.match(key.lower().replace("-", "_")):
-                report.add((*loc, key), f"'{key}' looks like an inline secret; {_SECRET_ADVICE}")
+                report.add((*loc, key), f"'{shown(key)}' looks like an inline secret; {_SECRET_ADVICE}")
             else:
                 _refuse_inline_secrets(item, (*loc, key), report)
     elif isinstance(value, list):
@@ -398,7 +406,7 @@ def _route(index: int, raw: Any, defaults: dict[str, Any], report: _Report) -> T
     if not isinstance(raw, dict):
         report.add(loc, f"a route must be a mapping (name:, source:, target:, …), not {_kind(raw)}")
         return None
-    label = f" (route '{raw['name']}')" if isinstance(raw.get("name"), str) else ""
+    label = f" (route '{shown(raw['name'])}')" if isinstance(raw.get("name"), str) else ""
     _unknown_keys(raw, TransferRoute, loc, report)
     origins: dict[Loc, Loc] = {}
     merged = _merge(defaults, raw, ("defaults",), loc, (), origins)
@@ -410,6 +418,10 @@ def _route(index: int, raw: Any, defaults: dict[str, Any], report: _Report) -> T
 
     count = len(report.problems)
     artifacts = merged.get("artifacts")
+    limit = get_settings().max_artifacts
+    if isinstance(artifacts, list) and len(artifacts) > limit:
+        problem(("artifacts",), too_many_artifacts(len(artifacts), limit))
+        artifacts = None  # one problem, not one per item
     for i, ref in enumerate(artifacts if isinstance(artifacts, list) else []):
         try:  # a bad reference fails here, with its line, rather than when a transfer is planned
             if isinstance(ref, str):
@@ -428,7 +440,7 @@ def _route(index: int, raw: Any, defaults: dict[str, Any], report: _Report) -> T
     try:  # render one name now, so a bad template fails at load and not in the middle of a transfer
         blob_name(route.blob_name_template, route=route.name, transfer_id="a1b2c3d4e5f6", batch=1)
     except (ConfigError, ValueError, IndexError, KeyError) as e:
-        problem(("blob_name_template",), f"does not render a usable blob name: {e}")
+        problem(("blob_name_template",), f"does not render a usable blob name: {shown(str(e), 300)}")
     return route if len(report.problems) == count else None
 
 
@@ -476,7 +488,7 @@ def _model_of(annotation: Any) -> type[BaseModel] | None:
 def _unknown_key(key: str, allowed: tuple[str, ...]) -> str:
     close = difflib.get_close_matches(key, allowed, n=1)
     hint = f"did you mean '{close[0]}'? " if close else ""
-    return f"unknown key '{key}'; {hint}allowed here: {', '.join(allowed)} (keys starting with x- are yours)"
+    return f"unknown key '{shown(key)}'; {hint}allowed here: {', '.join(allowed)} (keys starting with x- are yours)"
 
 
 def _pydantic_message(error: Any) -> str:
@@ -494,7 +506,8 @@ def _pydantic_message(error: Any) -> str:
 def _dotted(loc: Loc) -> str:
     text = ""
     for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+        name = shown(part, 40) if isinstance(part, str) else part
+        text += f"[{part}]" if isinstance(part, int) else (f".{name}" if text else str(name))
     return text or "(top level)"
 
 

@@ -12,16 +12,25 @@ lines, as written by the stand-in's ``env``). ``ACR_TRANSFER_CLOUD`` picks a pre
 | AzureChinaCloud     | https://management.chinacloudapi.cn       | https://management.chinacloudapi.cn/.default       |
 
 An explicit ``ACR_TRANSFER_ARM_ENDPOINT`` / ``ACR_TRANSFER_ARM_SCOPE`` wins over the preset.
+
+``ACR_TRANSFER_ALLOWED_SUBSCRIPTIONS`` (comma-separated or a JSON list) names the subscriptions whose
+registries routes may reach; unset, only the default subscription (``AZURE_SUBSCRIPTION_ID``). A route
+whose registry lies elsewhere is refused before any ARM call: a resource id pasted from another
+subscription must be a decision, not an accident.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from functools import lru_cache
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import AliasChoices, Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from acr_transfer.errors import ConfigError, shown
 
 CLOUDS = {
     "AzureCloud": ("https://management.azure.com", "https://management.azure.com/.default"),
@@ -29,6 +38,7 @@ CLOUDS = {
     "AzureChinaCloud": ("https://management.chinacloudapi.cn", "https://management.chinacloudapi.cn/.default"),
 }
 DEFAULT_API_VERSION = "2025-03-01-preview"
+_GUID = re.compile(r"^[0-9A-Fa-f]{8}-(?:[0-9A-Fa-f]{4}-){3}[0-9A-Fa-f]{12}\Z")
 
 
 class Settings(BaseSettings):
@@ -48,6 +58,12 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("ACR_TRANSFER_SUBSCRIPTION_ID", "AZURE_SUBSCRIPTION_ID"),
         description="Default subscription for registries named without one",
     )
+    allowed_subscriptions: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Subscriptions whose registries routes may reach (comma-separated or a JSON list); "
+        "empty: only subscription_id",
+    )
+    max_artifacts: int = Field(2500, ge=1, description="Most artifacts one transfer may name (50 runs of 50)")
     ca_bundle: str | None = Field(
         None,
         validation_alias=AliasChoices("ACR_TRANSFER_CA_BUNDLE", "REQUESTS_CA_BUNDLE"),
@@ -76,6 +92,35 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown cloud '{value}'; use one of {', '.join(CLOUDS)} or set ARM endpoint and scope")
         return value
 
+    @field_validator("allowed_subscriptions", mode="before")
+    @classmethod
+    def _subscription_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                try:
+                    return json.loads(text)
+                except ValueError:
+                    raise ValueError(f"'{shown(text)}' is not a JSON list of subscription ids") from None
+            return [part for part in re.split(r"[,\s]+", text) if part]
+        return value
+
+    @field_validator("allowed_subscriptions")
+    @classmethod
+    def _guids(cls, value: list[str]) -> list[str]:
+        wrong = [sub for sub in value if not _GUID.match(sub)]
+        if wrong:
+            raise ValueError(
+                f"not subscription ids (GUIDs): {', '.join(repr(shown(sub, 40)) for sub in wrong[:5])}; list "
+                "subscription ids separated by commas, or as a JSON list"
+            )
+        return value
+
+    def permitted_subscriptions(self) -> frozenset[str]:
+        """Subscriptions (lower-case) registries may be in: ``allowed_subscriptions``, else the default one."""
+        chosen = self.allowed_subscriptions or ([self.subscription_id] if self.subscription_id else [])
+        return frozenset(sub.lower() for sub in chosen)
+
     @property
     def arm_base_url(self) -> str:
         return (self.arm_endpoint or CLOUDS[self.cloud][0]).rstrip("/")
@@ -97,8 +142,24 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings (read once)."""
-    return Settings()
+    """The process-wide settings (read once).
+
+    Raises:
+        ConfigError: a setting in the environment (or the settings file) is invalid; every one is named.
+    """
+    try:
+        return Settings()
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{_variable(err['loc'])}: {str(err['msg']).removeprefix('Value error, ')}"
+            for err in e.errors(include_url=False)
+        )
+        raise ConfigError(f"invalid settings: {problems}") from None
+
+
+def _variable(loc: tuple[Any, ...]) -> str:
+    name = str(loc[0]) if loc else "?"
+    return f"ACR_TRANSFER_{name.upper()}" if name in Settings.model_fields else name
 
 
 @lru_cache(maxsize=1)

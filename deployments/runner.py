@@ -51,7 +51,14 @@ class ProgressBoard:
 
 
 def print_plan(request: TransferRequest, console: Console) -> None:
-    ctx = resolve(request, request.transfer_id or "", get_settings().subscription_id)
+    settings = get_settings()
+    ctx = resolve(
+        request,
+        request.transfer_id or "",
+        settings.subscription_id,
+        allowed_subscriptions=settings.permitted_subscriptions(),
+        max_artifacts=settings.max_artifacts,
+    )
     console.print(
         f"[bold]plan[/bold] transfer {ctx.transfer_id} on route {ctx.route.name}: "
         f"{len(ctx.plan.artifacts)} artifacts in {len(ctx.plan.batches)} batch(es)"

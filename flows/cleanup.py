@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field
 
 from acr_transfer.azure.registry import RegistryAddress
 from acr_transfer.cleanup import Deletion, plan_cleanup
-from acr_transfer.errors import ConfigError
+from acr_transfer.context import address as registry_address
 from acr_transfer.models import RegistryRef
 from acr_transfer.settings import get_settings
 from tasks import clients
@@ -41,10 +41,8 @@ def cleanup(registry: RegistryRef, older_than_days: float = 30, dry_run: bool = 
     """Delete run records the policy lets go: finished transfers older than ``older_than_days`` and old
     Succeeded runs of others; nothing of a failed or unfinished transfer."""
     log = get_run_logger()
-    try:
-        address = RegistryAddress(*registry.parts(get_settings().subscription_id))
-    except ValueError as e:
-        raise ConfigError(str(e)) from e
+    settings = get_settings()
+    address = registry_address(registry, settings.subscription_id, settings.permitted_subscriptions())
     deletions, kept = list_deletions(address, older_than_days)
     deleted = []
     for d in deletions:

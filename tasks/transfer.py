@@ -33,7 +33,7 @@ def plan_transfer(request: TransferRequest) -> TransferContext:
     same transfer.
     """
     transfer_id = request.transfer_id or derive_transfer_id(str(flow_run.get_id() or time.time_ns()))
-    ctx = resolve(request, transfer_id, get_settings().subscription_id)
+    ctx = _resolve(request, transfer_id)
     get_run_logger().info(
         "transfer %s: %s artifacts in %s batch(es) on route %s",
         transfer_id,
@@ -173,7 +173,18 @@ def plan_import(request: ImportRequest) -> TransferContext:
     seed = f"{target.import_pipeline if target else ''}/{request.blob}"
     transfer_id = request.transfer_id or derive_transfer_id(seed)
     as_transfer = TransferRequest(route=request.route, artifacts=request.artifacts, transfer_id=transfer_id)
-    return resolve(as_transfer, transfer_id, get_settings().subscription_id)
+    return _resolve(as_transfer, transfer_id)
+
+
+def _resolve(request: TransferRequest, transfer_id: str) -> TransferContext:
+    settings = get_settings()
+    return resolve(
+        request,
+        transfer_id,
+        settings.subscription_id,
+        allowed_subscriptions=settings.permitted_subscriptions(),
+        max_artifacts=settings.max_artifacts,
+    )
 
 
 @task(name="import-single-blob", **step_options())
