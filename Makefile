@@ -7,12 +7,13 @@ UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
 PY_PACKAGES := acr_transfer flows tasks deployments emulator
 PYTEST_ARGS ?=
 
-.PHONY: help setup tools test lint format demo up down emulator bench clean
+.PHONY: help setup tools test faults-report lint format demo up down emulator bench clean
 
 help:
 	@echo "make demo      run a real transfer against the local Azure stand-in"
 	@echo "make test      run the test suite (installs what it needs)"
 	@echo "make lint      ruff check, ruff format --check, mypy"
+	@echo "make faults-report  run the fault suite and write its tables into README.md (Reliability)"
 	@echo "make up        Prefect server + worker + stand-in + event receiver, deployed; make down stops it"
 	@echo "make emulator  start the local Azure stand-in in the foreground (state in .emulator/)"
 
@@ -40,6 +41,12 @@ tools:
 test: setup tools
 	$(UV) run --frozen pytest $(PYTEST_ARGS)
 
+# the reliability suite (tests marked `faults`, also part of `make test`), then its tables into the README
+faults-report: setup tools
+	rm -f build/faults.jsonl
+	ACR_TRANSFER_FAULTS_REPORT=$(CURDIR)/build/faults.jsonl $(UV) run --frozen pytest -m faults $(PYTEST_ARGS)
+	$(UV) run --frozen python -m tests.faults.report build/faults.jsonl docs/faults-report.md README.md
+
 lint: setup
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen ruff format --check .
@@ -66,4 +73,4 @@ emulator: setup
 	$(UV) run --frozen acr-transfer emulator up
 
 clean:
-	rm -rf .emulator .stack .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .emulator .stack .pytest_cache .mypy_cache .ruff_cache build

@@ -26,6 +26,17 @@ import pytest  # noqa: E402
 
 from tests.support.standin import StandIn, start_standin  # noqa: E402
 
+# every test's captured stdout, stderr, log and failure text, for the secret-hygiene test that runs last
+CAPTURED = os.path.join(_PREFECT_HOME, "captured-output.txt")
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    with open(CAPTURED, "a", encoding="utf-8", errors="replace") as out:
+        for _, content in report.sections:
+            out.write(content)
+        if report.longrepr is not None:
+            out.write(report.longreprtext)
+
 
 @pytest.fixture(scope="session")
 def standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StandIn]:

@@ -27,11 +27,17 @@ def cli(standin: StandIn, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_preflight_prints_every_check(standin: StandIn) -> None:
-    proc = cli(standin, "preflight", "--route", "demo", "--routes", "routes.example.yaml", "--artifact", "cli/app:v1")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    login = standin.topology["registries"]["sourceregistry"]["login_server"]
+    push_file_artifact(login, "cli/checked", "v1", b"checked by preflight")
+    proc = cli(
+        standin, "preflight", "--route", "demo", "--routes", "routes.example.yaml",
+        "--artifact", "cli/checked:v1", "--artifact", "cli/absent:v1",
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "✓ export pipeline 'exportpipeline'" in proc.stdout
     assert "✓ bridge SAS secret" in proc.stdout
-    assert "checks passed" in proc.stdout
+    assert "✗ artifact 'cli/absent:v1': not found in source registry sourceregistry" in proc.stdout
+    assert "cli/checked" not in proc.stdout  # a present artifact is counted, not listed
 
 
 def test_preflight_failure_exits_2_naming_the_fix(standin: StandIn, tmp_path: Path) -> None:
