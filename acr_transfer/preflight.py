@@ -20,7 +20,7 @@ from acr_transfer.azure.keyvault import KeyVaultSecrets
 from acr_transfer.azure.registry import PipelineFacts, RegistryAddress, RegistryArm
 from acr_transfer.azure.storage import BlobStorage
 from acr_transfer.context import TransferContext
-from acr_transfer.errors import AcrTransferError, PermanentError
+from acr_transfer.errors import AcrTransferError, NotFoundError, PermanentError
 from acr_transfer.sas import SasToken, sas_problems
 
 
@@ -54,8 +54,10 @@ def check_pipeline(
     label = f"{kind} pipeline '{name}' on {registry.name}"
     try:
         facts = arm.get_pipeline(registry, kind, name)
+    except NotFoundError as e:  # the adapter's message already says what to do
+        return Check(label, False, e.message), None
     except PermanentError as e:
-        return Check(label, False, e.message, f"create the {kind} pipeline or fix the route"), None
+        return Check(label, False, e.message, f"let this identity read the {kind} pipeline, or fix the route"), None
     if facts.provisioning_state != "Succeeded":
         return (
             Check(label, False, f"provisioningState is {facts.provisioning_state}", "re-create the pipeline"),
