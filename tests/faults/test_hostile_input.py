@@ -15,11 +15,9 @@ What must hold, whatever the input:
 from __future__ import annotations
 
 import json
-import os
 import posixpath
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -50,6 +48,7 @@ from acr_transfer.models import (
 from acr_transfer.naming import BLOB_CHARS, MAX_ARTIFACTS, blob_name, normalise_artifact
 from acr_transfer.routes import load_routes, parse_routes
 from acr_transfer.settings import Settings, get_settings
+from tests.support.receiver import start_receiver
 
 pytestmark = pytest.mark.faults
 
@@ -663,39 +662,12 @@ MAX_BODY = 1_048_576
 Receiver = tuple[str, "subprocess.Popen[bytes]"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def receiver(prefect_server: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Receiver]:
     """``acr-transfer events serve`` on a free port, emitting to the test Prefect server."""
-    from prefect.settings import PREFECT_API_URL
-
-    port = free_port()
-    env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value()), "ACR_TRANSFER_EVENTS_SECRET": SECRET}
     log = tmp_path_factory.mktemp("receiver") / "receiver.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "deployments", "events", "serve", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
+    base, proc = start_receiver(SECRET, log, via_cli=True)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.2)
         yield base, proc
         assert proc.poll() is None, log.read_text()
         assert "Traceback" not in log.read_text() and SECRET not in log.read_text()

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from azure.mgmt.containerregistry.v2025_03_01_preview import models as m
 from azure.storage.blob import BlobClient
 
 from acr_transfer.errors import AcrTransferError, PreflightError
@@ -51,23 +50,7 @@ def _login(standin: StandIn, registry: str) -> str:
 
 def _export_with_secret(standin: StandIn, name: str, sas: str, enabled: bool = True) -> dict[str, Any]:
     """An export pipeline whose Key Vault secret holds ``sas``; returns route overrides that use it."""
-    kv = azure.secrets(standin, "sourcevault")
-    kv.set_secret(f"{name}sas", sas)
-    if not enabled:
-        kv.update_secret_properties(f"{name}sas", enabled=False)
-    uri = standin.topology["storage_accounts"]["sourcestorage"]["containers"]["transfer"]
-    vault = standin.topology["vaults"]["sourcevault"]["url"]
-    azure.arm().export_pipelines.begin_create(
-        azure.RG,
-        "sourceregistry",
-        name,
-        m.ExportPipeline(
-            identity=m.IdentityProperties(type="SystemAssigned"),
-            target=m.ExportPipelineTargetProperties(
-                type="AzureStorageBlobContainer", uri=uri, key_vault_uri=f"{vault}/secrets/{name}sas"
-            ),
-        ),
-    ).result()
+    azure.export_pipeline_with_secret(standin, name, f"{name}sas", sas, enabled=enabled)
     return {"source": {"registry": {"resource_group": azure.RG, "name": "sourceregistry"}, "export_pipeline": name}}
 
 

@@ -6,11 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -22,6 +18,7 @@ import httpx
 import pytest
 
 from deployments.events import EVENT_ID_NAMESPACE, create_app, emit_to_prefect
+from tests.support.receiver import start_receiver
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_server")]
 
@@ -227,45 +224,18 @@ def test_the_server_keeps_and_acts_on_a_repeated_event_id_once() -> None:
             client.delete_automation(automation_id)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_served_over_http_without_logging_the_key(tmp_path: Path) -> None:
-    from prefect.settings import PREFECT_API_URL
-
-    port = free_port()
-    env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value()), "ACR_TRANSFER_EVENTS_SECRET": SECRET}
     log_file = tmp_path / "receiver.log"
-    with log_file.open("w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "deployments.events", "--port", str(port)],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            base = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert proc.poll() is None and time.monotonic() < deadline, log_file.read_text()
-                time.sleep(0.2)
-            registry = f"served{RUN}"
-            body = acr_push(f"served-{RUN}", "demo/served", "v2")
-            assert httpx.post(f"{base}/acr/{registry}", params={"code": SECRET}, json=body).status_code == 200
-            assert httpx.post(f"{base}/acr/{registry}", params={"code": "nope"}, json=body).status_code == 401
-            assert httpx.post(f"{base}/eventgrid?code={SECRET}", content=b"{oops").status_code == 400
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            returncode = proc.wait(timeout=30)
+    base, proc = start_receiver(SECRET, log_file)
+    try:
+        registry = f"served{RUN}"
+        body = acr_push(f"served-{RUN}", "demo/served", "v2")
+        assert httpx.post(f"{base}/acr/{registry}", params={"code": SECRET}, json=body).status_code == 200
+        assert httpx.post(f"{base}/acr/{registry}", params={"code": "nope"}, json=body).status_code == 401
+        assert httpx.post(f"{base}/eventgrid?code={SECRET}", content=b"{oops").status_code == 400
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        returncode = proc.wait(timeout=30)
     [event] = wait_for(by_resource(f"acr-transfer.registry.{registry}"))  # drained by the receiver as it stopped
     assert event.payload["artifact"] == "demo/served:v2"
     output = log_file.read_text()

@@ -12,7 +12,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-from azure.mgmt.containerregistry.v2025_03_01_preview import models as m
 from azure.storage.blob import BlobClient
 
 from acr_transfer.errors import AcrTransferError, PreflightError
@@ -36,26 +35,8 @@ def image(standin: StandIn):
     return push_file_artifact(login(standin, "sourceregistry"), "resilience/app", "v1", b"resilience payload")
 
 
-def export_pipeline(standin: StandIn, name: str, secret: str) -> None:
-    uri = standin.topology["storage_accounts"]["sourcestorage"]["containers"]["transfer"]
-    azure.arm().export_pipelines.begin_create(
-        azure.RG,
-        "sourceregistry",
-        name,
-        m.ExportPipeline(
-            identity=m.IdentityProperties(type="SystemAssigned"),
-            target=m.ExportPipelineTargetProperties(
-                type="AzureStorageBlobContainer",
-                uri=uri,
-                key_vault_uri=f"{standin.topology['vaults']['sourcevault']['url']}/secrets/{secret}",
-            ),
-        ),
-    ).result()
-
-
 def with_export(standin: StandIn, name: str, secret: str, sas: str) -> str:
-    azure.secrets(standin, "sourcevault").set_secret(secret, sas)
-    export_pipeline(standin, name, secret)
+    azure.export_pipeline_with_secret(standin, name, secret, sas)
     return name
 
 

@@ -53,3 +53,27 @@ def container_sas(standin: StandIn, account: str, container: str, permission: st
         protocol="https",
     )
     return "?" + token
+
+
+def export_pipeline_with_secret(standin: StandIn, name: str, secret: str, sas: str, *, enabled: bool = True) -> None:
+    """An export pipeline on sourceregistry → sourcestorage/transfer whose Key Vault secret ``secret`` (in
+    sourcevault) holds ``sas``; ``enabled=False`` disables the secret."""
+    from azure.mgmt.containerregistry.v2025_03_01_preview import models as m
+
+    kv = secrets(standin, "sourcevault")
+    kv.set_secret(secret, sas)
+    if not enabled:
+        kv.update_secret_properties(secret, enabled=False)
+    uri = standin.topology["storage_accounts"]["sourcestorage"]["containers"]["transfer"]
+    vault = standin.topology["vaults"]["sourcevault"]["url"]
+    arm().export_pipelines.begin_create(
+        RG,
+        "sourceregistry",
+        name,
+        m.ExportPipeline(
+            identity=m.IdentityProperties(type="SystemAssigned"),
+            target=m.ExportPipelineTargetProperties(
+                type="AzureStorageBlobContainer", uri=uri, key_vault_uri=f"{vault}/secrets/{secret}"
+            ),
+        ),
+    ).result()
