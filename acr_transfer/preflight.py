@@ -54,8 +54,9 @@ def check_pipeline(
     label = f"{kind} pipeline '{name}' on {registry.name}"
     try:
         facts = arm.get_pipeline(registry, kind, name)
-    except NotFoundError as e:  # the adapter's message already says what to do
-        return Check(label, False, e.message), None
+    except NotFoundError:
+        detail = f"does not exist in resource group {registry.resource_group}"
+        return Check(label, False, detail, f"create the {kind} pipeline or fix the route"), None
     except PermanentError as e:
         return Check(label, False, e.message, f"let this identity read the {kind} pipeline, or fix the route"), None
     if facts.provisioning_state != "Succeeded":

@@ -57,8 +57,8 @@ def _matrix(cases: dict[tuple[str, ...], dict[str, Any]]) -> list[str]:
     lines = [
         "**Transient faults** — each cell is one real transfer with the fault injected into the first matching "
         "requests (two for errors, one for latency): ✓ = completed with digests equal and exactly one Succeeded "
-        "export and import run; then the requests to that call from the first fault to the first clean answer, "
-        "and the seconds that took.",
+        "export and import run; then, for the request that suffered most, how many times it was sent from its "
+        "first fault to its first clean answer, and the seconds that took (Retry-After and backoff included).",
         "",
         "| call \\ fault | " + " | ".join(faults) + " |",
         "|---|" + "---|" * len(faults),

@@ -129,17 +129,22 @@ def _assert_retry_after_honoured(log: list[dict[str, Any]], where: Target, retry
 
 
 def _recovery(log: list[dict[str, Any]], where: Target) -> tuple[int, float]:
-    """Requests to the target from the first fault to the first clean answer, and the seconds between."""
-    hits = sorted((r for r in log if _matches(r, where)), key=lambda r: r["at"])
-    first = next((i for i, r in enumerate(hits) if r.get("fault")), None)
-    if first is None:
-        return 0, 0.0
-    for i in range(first, len(hits)):
-        if hits[i].get("fault") is None and 0 < hits[i]["status"] < 500 and hits[i]["status"] != 429:
-            return i - first + 1, hits[i]["at"] - hits[first]["at"]
-        if hits[i].get("fault") == "delay":  # a slow answer is still an answer, after the delay
-            return i - first + 1, float(FAULTS["2 s latency"]["delay"])
-    return len(hits) - first, hits[-1]["at"] - hits[first]["at"]
+    """Per faulted request path: the requests from its first fault to its first clean answer, and the seconds
+    between; the worst path's figures (a transfer reads several secrets, blobs and runs at once)."""
+    worst = (0, 0.0)
+    for path in {r["path"] for r in log if r.get("fault") and _matches(r, where)}:
+        hits = sorted((r for r in log if r["path"] == path and _matches(r, where)), key=lambda r: r["at"])
+        first = next(i for i, r in enumerate(hits) if r.get("fault"))
+        attempts, seconds = len(hits) - first, hits[-1]["at"] - hits[first]["at"]
+        for i in range(first, len(hits)):
+            if hits[i].get("fault") == "delay":  # a slow answer is still an answer, after the delay
+                attempts, seconds = i - first + 1, hits[i]["at"] - hits[first]["at"] + FAULTS["2 s latency"]["delay"]
+                break
+            if hits[i].get("fault") is None and 0 < hits[i]["status"] < 500 and hits[i]["status"] != 429:
+                attempts, seconds = i - first + 1, hits[i]["at"] - hits[first]["at"]
+                break
+        worst = max(worst, (attempts, seconds))
+    return worst
 
 
 def _runs_of(tid: str, result: Any) -> tuple[list[Any], list[Any]]:

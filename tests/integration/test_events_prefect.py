@@ -124,7 +124,8 @@ def test_keyed_deliveries_become_prefect_events() -> None:
         "acr-transfer.account": account,
         "acr-transfer.container": "transfer",
     }
-    assert [dict(r.root) for r in blob.related] == [
+    # ours only: Prefect's events worker may attach flow-run resources of this test process's earlier flows
+    assert [dict(r.root) for r in blob.related if not r.id.startswith("prefect.")] == [
         {"prefect.resource.id": f"acr-transfer.blob.{account}.transfer.demo/x1b1.tar", "prefect.resource.role": "blob"}
     ]
     assert blob.payload == {
