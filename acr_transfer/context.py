@@ -9,6 +9,7 @@ from acr_transfer.azure.registry import PipelineFacts, RegistryAddress
 from acr_transfer.errors import ConfigError
 from acr_transfer.models import RegistryRef, TransferRequest, TransferRoute
 from acr_transfer.naming import MAX_ARTIFACTS, TransferPlan, plan_transfer
+from acr_transfer.settings import get_settings
 
 
 @dataclass(frozen=True)
@@ -64,15 +65,15 @@ class TransferContext:
 
 
 def address(
-    ref: RegistryRef, default_subscription: str | None, allowed_subscriptions: Collection[str] | None = None
+    ref: RegistryRef, default_subscription: str | None, allowed_subscriptions: Collection[str]
 ) -> RegistryAddress:
     """Where a registry is, once its subscription is known to be one this deployment may reach.
 
     Args:
         ref: the registry as a route names it.
         default_subscription: for a registry named without one (``AZURE_SUBSCRIPTION_ID``).
-        allowed_subscriptions: subscriptions it may be in (``Settings.permitted_subscriptions()``); None: only
-            ``default_subscription``.
+        allowed_subscriptions: subscriptions it may be in (``Settings.permitted_subscriptions()``, which falls
+            back to the default subscription).
 
     Raises:
         ConfigError: no subscription, or one not allowed; the message names the registry, the subscription and
@@ -82,9 +83,7 @@ def address(
         subscription, resource_group, name = ref.parts(default_subscription)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    allowed = {s.lower() for s in allowed_subscriptions} if allowed_subscriptions is not None else None
-    if allowed is None:
-        allowed = {default_subscription.lower()} if default_subscription else set()
+    allowed = {s.lower() for s in allowed_subscriptions}
     if subscription.lower() not in allowed:
         listed = ", ".join(sorted(allowed)) or "none: AZURE_SUBSCRIPTION_ID is not set either"
         raise ConfigError(
@@ -99,7 +98,7 @@ def resolve(
     transfer_id: str,
     default_subscription: str | None,
     *,
-    allowed_subscriptions: Collection[str] | None = None,
+    allowed_subscriptions: Collection[str],
     max_artifacts: int = MAX_ARTIFACTS,
 ) -> TransferContext:
     """Plan a transfer: artifacts normalised and batched, names derived, registries addressed. Nothing here
@@ -109,7 +108,7 @@ def resolve(
         request: the transfer.
         transfer_id: its id (6-20 lowercase letters or digits).
         default_subscription: for registries named without one.
-        allowed_subscriptions: subscriptions registries may be in; None: only ``default_subscription``.
+        allowed_subscriptions: subscriptions registries may be in.
         max_artifacts: the most artifacts one transfer may name.
 
     Raises:
@@ -127,3 +126,15 @@ def resolve(
         refs = refs or ["import-only:latest"]
     plan = plan_transfer(route.name, route.blob_name_template, transfer_id, refs, route.batch_size, max_artifacts)
     return TransferContext(route, transfer_id, plan, source, target)
+
+
+def resolve_configured(request: TransferRequest, transfer_id: str) -> TransferContext:
+    """:func:`resolve` with this process's settings: default and allowed subscriptions, artifact limit."""
+    settings = get_settings()
+    return resolve(
+        request,
+        transfer_id,
+        settings.subscription_id,
+        allowed_subscriptions=settings.permitted_subscriptions(),
+        max_artifacts=settings.max_artifacts,
+    )

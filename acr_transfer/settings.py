@@ -31,6 +31,8 @@ from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from acr_transfer.errors import ConfigError, shown
+from acr_transfer.models import SUBSCRIPTION_ID
+from acr_transfer.naming import MAX_ARTIFACTS
 
 CLOUDS = {
     "AzureCloud": ("https://management.azure.com", "https://management.azure.com/.default"),
@@ -38,7 +40,6 @@ CLOUDS = {
     "AzureChinaCloud": ("https://management.chinacloudapi.cn", "https://management.chinacloudapi.cn/.default"),
 }
 DEFAULT_API_VERSION = "2025-03-01-preview"
-_GUID = re.compile(r"^[0-9A-Fa-f]{8}-(?:[0-9A-Fa-f]{4}-){3}[0-9A-Fa-f]{12}\Z")
 
 
 class Settings(BaseSettings):
@@ -63,7 +64,7 @@ class Settings(BaseSettings):
         description="Subscriptions whose registries routes may reach (comma-separated or a JSON list); "
         "empty: only subscription_id",
     )
-    max_artifacts: int = Field(2500, ge=1, description="Most artifacts one transfer may name (50 runs of 50)")
+    max_artifacts: int = Field(MAX_ARTIFACTS, ge=1, description="Most artifacts one transfer may name (50 runs of 50)")
     ca_bundle: str | None = Field(
         None,
         validation_alias=AliasChoices("ACR_TRANSFER_CA_BUNDLE", "REQUESTS_CA_BUNDLE"),
@@ -108,7 +109,7 @@ class Settings(BaseSettings):
     @field_validator("allowed_subscriptions")
     @classmethod
     def _guids(cls, value: list[str]) -> list[str]:
-        wrong = [sub for sub in value if not _GUID.match(sub)]
+        wrong = [sub for sub in value if not SUBSCRIPTION_ID.match(sub)]
         if wrong:
             raise ValueError(
                 f"not subscription ids (GUIDs): {', '.join(repr(shown(sub, 40)) for sub in wrong[:5])}; list "

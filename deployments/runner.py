@@ -9,12 +9,11 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from acr_transfer.context import resolve
+from acr_transfer.context import resolve_configured
 from acr_transfer.models import TransferRequest
 from acr_transfer.progress import Notice, subscribe
 from acr_transfer.results import TransferResult
 from acr_transfer.routes import load_routes
-from acr_transfer.settings import get_settings
 
 
 def build_request(routes_file: Path, route: str, artifacts: list[str], transfer_id: str, dry_run: bool = False):
@@ -51,14 +50,7 @@ class ProgressBoard:
 
 
 def print_plan(request: TransferRequest, console: Console) -> None:
-    settings = get_settings()
-    ctx = resolve(
-        request,
-        request.transfer_id or "",
-        settings.subscription_id,
-        allowed_subscriptions=settings.permitted_subscriptions(),
-        max_artifacts=settings.max_artifacts,
-    )
+    ctx = resolve_configured(request, request.transfer_id or "")
     console.print(
         f"[bold]plan[/bold] transfer {ctx.transfer_id} on route {ctx.route.name}: "
         f"{len(ctx.plan.artifacts)} artifacts in {len(ctx.plan.batches)} batch(es)"

@@ -13,7 +13,7 @@ from prefect.runtime import flow_run
 from acr_transfer import steps
 from acr_transfer.azure.registry import RegistryAddress, RunState
 from acr_transfer.azure.storage import BlobFacts
-from acr_transfer.context import TransferContext, resolve
+from acr_transfer.context import TransferContext, resolve_configured
 from acr_transfer.errors import RunTimeoutError, run_failure
 from acr_transfer.models import ImportRequest, TransferRequest
 from acr_transfer.naming import BatchPlan, derive_transfer_id, normalise_artifacts
@@ -33,7 +33,7 @@ def plan_transfer(request: TransferRequest) -> TransferContext:
     same transfer.
     """
     transfer_id = request.transfer_id or derive_transfer_id(str(flow_run.get_id() or time.time_ns()))
-    ctx = _resolve(request, transfer_id)
+    ctx = resolve_configured(request, transfer_id)
     get_run_logger().info(
         "transfer %s: %s artifacts in %s batch(es) on route %s",
         transfer_id,
@@ -173,18 +173,7 @@ def plan_import(request: ImportRequest) -> TransferContext:
     seed = f"{target.import_pipeline if target else ''}/{request.blob}"
     transfer_id = request.transfer_id or derive_transfer_id(seed)
     as_transfer = TransferRequest(route=request.route, artifacts=request.artifacts, transfer_id=transfer_id)
-    return _resolve(as_transfer, transfer_id)
-
-
-def _resolve(request: TransferRequest, transfer_id: str) -> TransferContext:
-    settings = get_settings()
-    return resolve(
-        request,
-        transfer_id,
-        settings.subscription_id,
-        allowed_subscriptions=settings.permitted_subscriptions(),
-        max_artifacts=settings.max_artifacts,
-    )
+    return resolve_configured(as_transfer, transfer_id)
 
 
 @task(name="import-single-blob", **step_options())

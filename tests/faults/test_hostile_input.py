@@ -501,7 +501,7 @@ def test_invalid_settings_are_one_config_error_naming_each_variable(monkeypatch:
 def test_a_default_subscription_that_is_no_guid_is_refused() -> None:
     ref = RegistryRef(resource_group="transfer-rg", name="sourceregistry")
     with pytest.raises(ConfigError, match=r"subscription '\.\./x' is not a subscription id .*AZURE_SUBSCRIPTION_ID"):
-        address(ref, "../x", None)
+        address(ref, "../x", frozenset())
 
 
 @pytest.mark.parametrize("count", [MAX_ARTIFACTS + 1, 10_000, 100_000])
