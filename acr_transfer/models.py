@@ -8,12 +8,12 @@ pipelines at run time.
 from __future__ import annotations
 
 import re
-import unicodedata
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from acr_transfer.errors import ConfigError, shown
+from acr_transfer.naming import TRANSFER_ID, blob_name, blob_path_problem
 
 ACR_NAME = re.compile(r"^[A-Za-z0-9]{5,50}\Z")
 SUBSCRIPTION_ID = re.compile(r"^[0-9A-Fa-f]{8}-(?:[0-9A-Fa-f]{4}-){3}[0-9A-Fa-f]{12}\Z")
@@ -51,24 +51,6 @@ def resource_group_problem(value: str) -> str | None:
         f"resource group '{shown(value)}' is not a resource group name: 1-90 letters, digits, '_', '-', '.', "
         "'(' or ')', not ending in '.'"
     )
-
-
-def blob_path_problem(value: str) -> str | None:
-    """What makes a blob name unsafe to hand to ARM and storage, or None.
-
-    Unicode letters and punctuation are fine (both escape them on the wire); what could change which blob is
-    meant, or how a log line reads, is not: empty, '.' or '..' segments (so no leading '/', '//' or trailing
-    '/'), a trailing '.', backslashes, control and format characters, separators other than ' ', surrogates.
-    """
-    segments = value.split("/")
-    if not value or len(value) > 1024:
-        return f"blob name '{shown(value)}' must be 1-1024 characters (it has {len(value)})"
-    if any(s in ("", ".", "..") for s in segments) or value.endswith("."):
-        return f"blob name '{shown(value)}' has an empty, '.' or '..' segment or ends in '/' or '.'"
-    odd = next((ch for ch in value if ch == "\\" or (unicodedata.category(ch)[0] in "CZ" and ch != " ")), None)
-    if odd is not None:
-        return f"blob name '{shown(value)}' holds {shown(repr(odd))} (no backslashes, control or invisible characters)"
-    return None
 
 
 class Strict(BaseModel):
@@ -246,8 +228,6 @@ class TransferRoute(Strict):
             )
         if "transfer_id" not in names:
             raise ValueError("blob_name_template must contain {transfer_id} so every transfer writes its own blob")
-        from acr_transfer.naming import blob_name  # naming needs no model: no import cycle at run time
-
         try:  # a route name and a transfer id are letters, digits and '-': the sample renders like any real one
             blob_name(value, route="route", transfer_id="a1b2c3d4e5f6", batch=1)
         except ConfigError as e:
@@ -256,7 +236,7 @@ class TransferRoute(Strict):
 
 
 def _transfer_id(value: str | None) -> str | None:
-    if value is not None and not re.fullmatch(r"[a-z0-9]{6,20}", value):
+    if value is not None and not TRANSFER_ID.fullmatch(value):
         raise ValueError(f"transfer_id '{shown(value)}' must be 6-20 lowercase letters or digits")
     return value
 

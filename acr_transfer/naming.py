@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -20,6 +21,7 @@ MAX_ARTIFACTS = 2500  # 50 runs of 50; the setting max_artifacts may change it
 REPO_RE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*\Z")
 TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\Z")
 DIGEST_RE = re.compile(r"^sha256:[a-f0-9]{64}\Z")
+TRANSFER_ID = re.compile(r"[a-z0-9]{6,20}")
 BLOB_CHARS = re.compile(r"^[A-Za-z0-9._/-]+\Z")
 
 
@@ -115,6 +117,24 @@ def run_name(kind: str, transfer_id: str, batch: int, attempt: int) -> str:
     return name
 
 
+def blob_path_problem(value: str) -> str | None:
+    """What makes a blob name unsafe to hand to ARM and storage, or None.
+
+    Unicode letters and punctuation are fine (both escape them on the wire); what could change which blob is
+    meant, or how a log line reads, is not: empty, '.' or '..' segments (so no leading '/', '//' or trailing
+    '/'), a trailing '.', backslashes, control and format characters, separators other than ' ', surrogates.
+    """
+    segments = value.split("/")
+    if not value or len(value) > 1024:
+        return f"blob name '{shown(value)}' must be 1-1024 characters (it has {len(value)})"
+    if any(s in ("", ".", "..") for s in segments) or value.endswith("."):
+        return f"blob name '{shown(value)}' has an empty, '.' or '..' segment or ends in '/' or '.'"
+    odd = next((ch for ch in value if ch == "\\" or (unicodedata.category(ch)[0] in "CZ" and ch != " ")), None)
+    if odd is not None:
+        return f"blob name '{shown(value)}' holds {shown(repr(odd))} (no backslashes, control or invisible characters)"
+    return None
+
+
 def blob_name(template: str, *, route: str, transfer_id: str, batch: int, when: datetime | None = None) -> str:
     """Render the route's blob name template and check it is a safe blob path.
 
@@ -126,14 +146,7 @@ def blob_name(template: str, *, route: str, transfer_id: str, batch: int, when: 
         name = template.format(route=route, transfer_id=transfer_id, batch=f"{batch:03d}", date=when.strftime("%Y%m%d"))
     except (KeyError, IndexError, ValueError) as e:
         raise ConfigError(f"blob_name_template '{shown(template)}' cannot be rendered: {shown(str(e))}") from None
-    segments = name.split("/")
-    if (
-        not name
-        or len(name) > 1024
-        or not BLOB_CHARS.match(name)
-        or any(s in ("", ".", "..") for s in segments)
-        or name.endswith(".")
-    ):
+    if not BLOB_CHARS.match(name) or blob_path_problem(name):
         raise ConfigError(
             f"blob name '{shown(name)}' from template '{shown(template)}' is not a safe blob path: use letters, "
             "digits, '.', '_', '-' and '/' between non-empty segments, no '..'"
@@ -182,7 +195,7 @@ def plan_transfer(
     Raises:
         ConfigError: bad or too many artifacts, or a bad blob name.
     """
-    if not re.fullmatch(r"[a-z0-9]{6,20}", transfer_id):
+    if not TRANSFER_ID.fullmatch(transfer_id):
         raise ConfigError(f"transfer id '{shown(transfer_id)}' must be 6-20 lowercase letters or digits")
     artifacts = normalise_artifacts(refs, max_artifacts)
     plans = [
