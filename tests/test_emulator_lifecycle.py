@@ -140,8 +140,7 @@ def test_sigterm_leaves_nothing_running_and_state_survives_restart(tmp_path: Pat
         blob_before, blob_props_before = blob.download_blob().readall(), blob.get_blob_properties()
 
         # a run in flight at SIGTERM: its blob is written, it is still pacing towards its end
-        with first.http() as c:
-            c.post(f"{first.control}/speed", json={"min_seconds": 60}).raise_for_status()
+        first.set_speed(60)
         inflight_body = {
             "properties": {
                 "request": {

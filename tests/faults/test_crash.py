@@ -44,13 +44,11 @@ def image(standin: StandIn) -> Pushed:
 
 @pytest.fixture(scope="module")
 def slow_runs(standin: StandIn):
-    with standin.http() as c:
-        c.post(f"{standin.control}/speed", json={"min_seconds": RUN_SECONDS}).raise_for_status()
+    standin.set_speed(RUN_SECONDS)
     try:
         yield
     finally:
-        with standin.http() as c:
-            c.post(f"{standin.control}/speed", json={"min_seconds": 0.3}).raise_for_status()
+        standin.set_speed(0.3)
 
 
 @pytest.fixture(scope="module")
@@ -95,14 +93,11 @@ def _polled(kind: str) -> Callable[[StandIn, str], bool]:
 
 def _held(standin: StandIn, tid: str) -> bool:
     """The process sent the request that the fault rule holds."""
-    with standin.http() as c:
-        return any(rule["hits"] for rule in c.get(f"{standin.control}/faults").json())
+    return any(rule["hits"] for rule in standin.faults())
 
 
 def _still_running(standin: StandIn, name: str) -> bool:
-    with standin.http() as c:
-        runs = c.get(f"{standin.control}/runs").json()
-    return any(run["name"] == name and run["finished_at"] is None for run in runs)
+    return any(run["name"] == name and run["finished_at"] is None for run in standin.runs())
 
 
 def _copy_hold(delay: float, status: int | None) -> Callable[[str], dict[str, Any]]:

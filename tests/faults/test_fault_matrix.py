@@ -75,7 +75,7 @@ def test_transfer_completes_under_fault(standin: StandIn, image: Pushed, target:
     try:
         result = registry_transfer(request(rt, [image.by_tag], transfer_id=tid))
     finally:
-        rules = _faults(standin)
+        rules = standin.faults()
         standin.clear_faults()
     elapsed = time.monotonic() - started
     log = standin.requests()
@@ -102,11 +102,6 @@ def test_transfer_completes_under_fault(standin: StandIn, image: Pushed, target:
         recover_seconds=round(recovery, 2),
         transfer_seconds=round(elapsed, 2),
     )
-
-
-def _faults(standin: StandIn) -> list[dict[str, Any]]:
-    with standin.http() as c:
-        return list(c.get(f"{standin.control}/faults").json())
 
 
 def _matches(entry: dict[str, Any], where: Target) -> bool:

@@ -95,8 +95,7 @@ def operation(standin: StandIn, response: httpx.Response) -> dict[str, Any]:
 
 def runs_named(standin: StandIn, name: str) -> list[dict[str, Any]]:
     """The control API's view of every run with this name (ARM names are case-insensitive)."""
-    with standin.http() as c:
-        return [r for r in c.get(f"{standin.control}/runs").json() if r["name"].lower() == name.lower()]
+    return [r for r in standin.runs() if r["name"].lower() == name.lower()]
 
 
 def export_blobs(standin: StandIn, prefix: str) -> list[str]:

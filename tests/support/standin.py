@@ -51,6 +51,21 @@ class StandIn:
         with self.http() as c:
             c.delete(f"{self.control}/faults").raise_for_status()
 
+    def faults(self) -> list[dict[str, Any]]:
+        """The fault rules in force, each with its ``hits`` so far."""
+        with self.http() as c:
+            return list(c.get(f"{self.control}/faults").json())
+
+    def runs(self) -> list[dict[str, Any]]:
+        """Every run the engine knows: name, registry, provisioningState, status, finished_at."""
+        with self.http() as c:
+            return list(c.get(f"{self.control}/runs").json())
+
+    def set_speed(self, min_seconds: float) -> None:
+        """How long every run takes at least, from now on."""
+        with self.http() as c:
+            c.post(f"{self.control}/speed", json={"min_seconds": min_seconds}).raise_for_status()
+
     def set_outcome(self, run_name: str, **outcome: Any) -> None:
         with self.http() as c:
             c.post(f"{self.control}/runs/{run_name}/outcome", json=outcome).raise_for_status()
