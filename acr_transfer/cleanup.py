@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from acr_transfer.azure.registry import RunState
-from acr_transfer.steps import OUR_RUN
+from acr_transfer.refs import RunName
 
 
 @dataclass(frozen=True)
@@ -45,17 +45,17 @@ def plan_cleanup(runs: list[RunState], older_than_days: float, now: datetime | N
     transfers: dict[str, list[RunState]] = defaultdict(list)
     deletions = []
     for run in runs:
-        m = OUR_RUN.match(run.name)
-        if m:
-            transfers[f"{m['kind']}{m['tid']}"].append(run)
+        ours = RunName.parse(run.name)
+        if ours is not None:
+            transfers[f"{ours.kind[0]}{ours.transfer_id}"].append(run)
         elif run.succeeded and (_finished(run) or now) < cutoff:
             deletions.append(Deletion(run.name, f"Succeeded before {cutoff:%Y-%m-%d}"))
     for key, group in transfers.items():
-        by_batch: dict[str, list[RunState]] = defaultdict(list)
+        by_batch: dict[int, list[RunState]] = defaultdict(list)
         for run in group:
-            m = OUR_RUN.match(run.name)
-            assert m is not None
-            by_batch[m["batch"]].append(run)
+            ours = RunName.parse(run.name)
+            assert ours is not None
+            by_batch[ours.batch].append(run)
         if not all(any(r.succeeded for r in batch) for batch in by_batch.values()):
             continue  # a failed or unfinished transfer: keep everything
         newest = max((_finished(r) or now) for r in group)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from acr_transfer.azure.registry import PipelineFacts, RegistryAddress
 from acr_transfer.errors import ConfigError
@@ -14,39 +14,56 @@ from acr_transfer.settings import get_settings
 
 @dataclass(frozen=True)
 class TransferContext:
-    """One transfer's resolved facts, passed from step to step (no secrets inside)."""
+    """One transfer's resolved facts, passed from step to step (no secrets inside).
+
+    Each fact has one name: ``source``/``target`` (the registries) and ``export``/``imp`` (the pipelines, known
+    after preflight) raise when the route lacks that side; ``has_source``/``has_target`` ask first.
+    """
 
     route: TransferRoute
     transfer_id: str
     plan: TransferPlan
-    source: RegistryAddress | None
-    target: RegistryAddress | None
-    export_pipeline: PipelineFacts | None = None
-    import_pipeline: PipelineFacts | None = None
+    _source: RegistryAddress | None
+    _target: RegistryAddress | None
+    _export: PipelineFacts | None = None
+    _import: PipelineFacts | None = None
 
     @property
-    def src(self) -> RegistryAddress:
-        if self.source is None:
+    def has_source(self) -> bool:
+        return self._source is not None
+
+    @property
+    def has_target(self) -> bool:
+        return self._target is not None
+
+    @property
+    def source(self) -> RegistryAddress:
+        if self._source is None:
             raise ConfigError(f"route '{self.route.name}' has no source; it can only import")
-        return self.source
+        return self._source
 
     @property
-    def dst(self) -> RegistryAddress:
-        if self.target is None:
+    def target(self) -> RegistryAddress:
+        if self._target is None:
             raise ConfigError(f"route '{self.route.name}' has no target; it can only export")
-        return self.target
+        return self._target
 
     @property
     def export(self) -> PipelineFacts:
-        if self.export_pipeline is None:
+        if self._export is None:
             raise RuntimeError("the export pipeline is known only after preflight")
-        return self.export_pipeline
+        return self._export
 
     @property
     def imp(self) -> PipelineFacts:
-        if self.import_pipeline is None:
+        if self._import is None:
             raise RuntimeError("the import pipeline is known only after preflight")
-        return self.import_pipeline
+        return self._import
+
+    def registries(self) -> list[tuple[RegistryAddress, str]]:
+        """The registries this transfer touches, with their role (``source-registry``, ``target-registry``)."""
+        pairs = ((self._source, "source-registry"), (self._target, "target-registry"))
+        return [(registry, role) for registry, role in pairs if registry is not None]
 
     @property
     def timeout_seconds(self) -> float:
@@ -55,13 +72,13 @@ class TransferContext:
     @property
     def bridged(self) -> bool:
         """The blob must be copied: the export writes where the import does not read."""
-        exp, imp = self.export_pipeline, self.import_pipeline
+        exp, imp = self._export, self._import
         if exp is None or imp is None:
             return False
         return exp.container_uri.rstrip("/").lower() != imp.container_uri.rstrip("/").lower()
 
     def with_pipelines(self, export: PipelineFacts | None, import_: PipelineFacts | None) -> TransferContext:
-        return TransferContext(self.route, self.transfer_id, self.plan, self.source, self.target, export, import_)
+        return replace(self, _export=export, _import=import_)
 
 
 def address(

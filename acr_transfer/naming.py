@@ -15,51 +15,21 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from acr_transfer.errors import ConfigError, shown
+from acr_transfer.refs import ArtifactRef, RunName
 
 MAX_PER_RUN = 50
 MAX_ARTIFACTS = 2500  # 50 runs of 50; the setting max_artifacts may change it
-REPO_RE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*\Z")
-TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\Z")
-DIGEST_RE = re.compile(r"^sha256:[a-f0-9]{64}\Z")
 TRANSFER_ID = re.compile(r"[a-z0-9]{6,20}")
 BLOB_CHARS = re.compile(r"^[A-Za-z0-9._/-]+\Z")
 
 
 def normalise_artifact(ref: str) -> str:
-    """``repo`` → ``repo:latest``; ``repo:tag`` and ``repo@sha256:…`` stay as they are.
+    """``repo`` → ``repo:latest``; ``repo:tag`` and ``repo@sha256:…`` stay as they are (see :class:`ArtifactRef`).
 
     Raises:
         ConfigError: naming the reference and what is wrong with it.
     """
-    if not isinstance(ref, str) or not ref.strip():
-        raise ConfigError(f"artifact {shown(ref)!r} is empty or not text; use repo, repo:tag or repo@sha256:<64 hex>")
-    ref = ref.strip()
-    if len(ref) > 512:
-        raise ConfigError(f"artifact '{shown(ref, 40)}' is longer than 512 characters")
-    if "@" in ref:
-        repo, _, digest = ref.partition("@")
-        if not DIGEST_RE.match(digest):
-            raise ConfigError(f"artifact '{shown(ref)}' has an invalid digest; expected sha256:<64 lowercase hex>")
-        tag = None
-    else:
-        slash = ref.rfind("/")
-        colon = ref.rfind(":")
-        repo, tag = (ref[:colon], ref[colon + 1 :]) if colon > slash else (ref, "latest")
-        if not TAG_RE.match(tag):
-            raise ConfigError(f"artifact '{shown(ref)}' has an invalid tag '{shown(tag)}'")
-        digest = None
-    first = repo.split("/", 1)[0]
-    if "/" in repo and first != ".." and ("." in first or ":" in first or first == "localhost"):
-        raise ConfigError(
-            f"artifact '{shown(ref)}' starts with a registry host '{shown(first)}'; name the repository only (the "
-            "route says which registry)"
-        )
-    if ".." in repo.split("/") or not REPO_RE.match(repo) or len(repo) > 256:
-        raise ConfigError(
-            f"artifact '{shown(ref)}' has an invalid repository '{shown(repo)}': lowercase letters, digits and . _ - "
-            "separators, path segments joined by '/'"
-        )
-    return f"{repo}@{digest}" if digest else f"{repo}:{tag}"
+    return str(ArtifactRef.parse(ref))
 
 
 def normalise_artifacts(refs: list[str], limit: int = MAX_ARTIFACTS) -> list[str]:
@@ -109,12 +79,10 @@ def derive_transfer_id(seed: str) -> str:
 
 
 def run_name(kind: str, transfer_id: str, batch: int, attempt: int) -> str:
-    """``x…`` for export, ``i…`` for import; always 5-50 alphanumerics."""
-    prefix = {"export": "x", "import": "i"}[kind]
-    name = f"{prefix}{transfer_id}b{batch:03d}a{attempt}"
-    if not re.fullmatch(r"[A-Za-z0-9]{5,50}", name):
-        raise ConfigError(f"derived run name '{shown(name)}' is not 5-50 letters or digits")
-    return name
+    """``x…`` for export, ``i…`` for import; always 5-50 alphanumerics (see :class:`RunName`)."""
+    if kind not in ("export", "import"):
+        raise ValueError(f"run kind must be export or import, not {kind!r}")
+    return str(RunName("export" if kind == "export" else "import", transfer_id, batch, attempt))
 
 
 def blob_path_problem(value: str) -> str | None:

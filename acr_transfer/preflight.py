@@ -16,11 +16,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from acr_transfer.azure.keyvault import KeyVaultSecrets
-from acr_transfer.azure.registry import PipelineFacts, RegistryAddress, RegistryArm
-from acr_transfer.azure.storage import BlobStorage
+from acr_transfer.azure.registry import PipelineFacts, RegistryAddress
 from acr_transfer.context import TransferContext
 from acr_transfer.errors import AcrTransferError, NotFoundError, PermanentError
+from acr_transfer.ports import Blobs, PipelineRuns, Secrets
+from acr_transfer.refs import ArtifactRef
 from acr_transfer.sas import SasToken, sas_problems
 
 
@@ -48,7 +48,7 @@ def _guard(name: str, fix: str, fn: Callable[[], str]) -> Check:
 
 
 def check_pipeline(
-    arm: RegistryArm, registry: RegistryAddress, kind: str, name: str
+    arm: PipelineRuns, registry: RegistryAddress, kind: str, name: str
 ) -> tuple[Check, PipelineFacts | None]:
     """The pipeline exists and is Succeeded."""
     label = f"{kind} pipeline '{name}' on {registry.name}"
@@ -69,7 +69,7 @@ def check_pipeline(
     return Check(label, True, detail), facts
 
 
-def _sas_check(vault: KeyVaultSecrets, secret_uri: str, required: str, deadline: datetime, https: bool, role: str):
+def _sas_check(vault: Secrets, secret_uri: str, required: str, deadline: datetime, https: bool, role: str):
     label = f"{role} SAS secret {secret_uri}"
     holder: dict[str, SasToken] = {}
 
@@ -92,7 +92,7 @@ def _sas_check(vault: KeyVaultSecrets, secret_uri: str, required: str, deadline:
 
 
 def check_export_side(
-    ctx: TransferContext, vault: KeyVaultSecrets, storage: BlobStorage, own_blobs: set[str]
+    ctx: TransferContext, vault: Secrets, storage: Blobs, own_blobs: set[str]
 ) -> list[Check]:
     """Export pipeline's secret and container, and that every export blob name is free."""
     export = ctx.export
@@ -127,7 +127,7 @@ def check_export_side(
     return checks
 
 
-def check_import_side(ctx: TransferContext, vault: KeyVaultSecrets, storage: BlobStorage) -> list[Check]:
+def check_import_side(ctx: TransferContext, vault: Secrets, storage: Blobs) -> list[Check]:
     """Import pipeline's secret and container; the bridge secret when the blob must be copied."""
     imp = ctx.imp
     deadline = datetime.now(UTC) + timedelta(seconds=ctx.timeout_seconds * 2)
@@ -158,12 +158,12 @@ def _https(uri: str) -> bool:
     return uri.lower().startswith("https://")
 
 
-def _list(storage: BlobStorage, container_uri: str, sas: SasToken | None) -> str:
+def _list(storage: Blobs, container_uri: str, sas: SasToken | None) -> str:
     storage.check_container(container_uri, sas)
     return "answers a list" + (" with its SAS" if sas else " with this identity")
 
 
-def _free(storage: BlobStorage, container_uri: str, blob: str, sas: SasToken | None) -> str:
+def _free(storage: Blobs, container_uri: str, blob: str, sas: SasToken | None) -> str:
     facts = storage.blob_facts(container_uri, blob, sas)
     if facts is not None:
         raise PermanentError(
@@ -186,13 +186,14 @@ def check_artifacts(
     worker cannot read is reported as not checked, not as failed: ACR's runs read it with their own identity.
     """
     artifacts = ctx.plan.artifacts
-    src = ctx.src.name
+    src = ctx.source.name
     guard_tags = in_target is not None and "OverwriteTags" not in ctx.imp.options
     problems: list[Check] = []
     unchecked: list[str] = []
 
     def one(ref: str) -> None:
-        repo, sep, reference = ref.partition("@") if "@" in ref else ref.rpartition(":")
+        artifact = ArtifactRef.parse(ref)
+        repo, reference = artifact.repository, artifact.reference
         try:
             source = in_source(repo, reference)
             if source is None:
@@ -205,15 +206,15 @@ def check_artifacts(
                     )
                 )
                 return
-            if guard_tags and sep == ":" and in_target is not None:
+            if guard_tags and not artifact.by_digest and in_target is not None:
                 target = in_target(repo, reference)
                 if target is not None and target != source:
                     problems.append(
                         Check(
                             f"artifact '{ref}'",
                             False,
-                            f"tag already points at {target} in target registry {ctx.dst.name} (source has {source}) "
-                            f"and import pipeline '{ctx.imp.name}' lacks OverwriteTags",
+                            f"tag already points at {target} in target registry {ctx.target.name} (source has "
+                            f"{source}) and import pipeline '{ctx.imp.name}' lacks OverwriteTags",
                             "enable OverwriteTags on the import pipeline, or transfer under another tag",
                         )
                     )

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from acr_transfer.context import TransferContext
-from acr_transfer.steps import ArtifactResult
+from acr_transfer.refs import ArtifactRef
+from acr_transfer.steps import ArtifactResult, ArtifactStatus
 
 
 class ArtifactRow(BaseModel):
@@ -15,7 +16,7 @@ class ArtifactRow(BaseModel):
     batch: int
     export_run: str = ""
     import_run: str = ""
-    status: str = "pending"
+    status: ArtifactStatus = ArtifactStatus.PENDING
     digest: str = ""
 
 
@@ -32,7 +33,7 @@ class TransferResult(BaseModel):
 
     @property
     def verified(self) -> int:
-        return sum(1 for r in self.rows if r.status == "verified")
+        return sum(1 for r in self.rows if r.status is ArtifactStatus.VERIFIED)
 
 
 def rows_for(
@@ -51,8 +52,8 @@ def rows_for(
                     batch=batch.index,
                     export_run=r.export_run if r else export_run,
                     import_run=r.import_run if r else import_run,
-                    status=r.status if r else "not verified",
-                    digest=r.digest if r else (ref.split("@", 1)[1] if "@" in ref else ""),
+                    status=r.status if r else ArtifactStatus.NOT_VERIFIED,
+                    digest=r.digest if r else (ArtifactRef.parse(ref).digest or ""),
                 )
             )
     return rows
@@ -71,7 +72,7 @@ def markdown(result: TransferResult) -> str:
         lines += ["## What went wrong", ""] + [f"- {f}" for f in result.failures] + [""]
     lines += ["| artifact | batch | export run | import run | status | digest |", "|---|---|---|---|---|---|"]
     lines += [
-        f"| `{r.artifact}` | {r.batch} | {r.export_run} | {r.import_run} | {r.status} | {r.digest[:19]} |"
+        f"| `{r.artifact}` | {r.batch} | {r.export_run} | {r.import_run} | {r.status.value} | {r.digest[:19]} |"
         for r in result.rows
     ]
     return "\n".join(lines)

@@ -45,11 +45,8 @@ DEFAULT_API_VERSION = "2025-03-01-preview"
 class Settings(BaseSettings):
     """Everything environment-specific, validated once."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="ACR_TRANSFER_",
-        env_file=os.environ.get("ACR_TRANSFER_SETTINGS_FILE") or None,
-        extra="ignore",
-    )
+    # the settings file is named when settings are built (``load_settings``), not when this module is imported
+    model_config = SettingsConfigDict(env_prefix="ACR_TRANSFER_", extra="ignore")
 
     cloud: str = Field("AzureCloud", description="Cloud preset: " + ", ".join(CLOUDS))
     arm_endpoint: str | None = Field(None, description="ARM base URL; default from the cloud preset")
@@ -141,21 +138,35 @@ class Settings(BaseSettings):
         return DefaultAzureCredential()
 
 
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    """The process-wide settings (read once).
+SETTINGS_FILE_ENV = "ACR_TRANSFER_SETTINGS_FILE"
+
+
+def load_settings(settings_file: str | None = None) -> Settings:
+    """Settings from the environment and a ``KEY=value`` settings file (default: ``$ACR_TRANSFER_SETTINGS_FILE``),
+    read now; the environment wins over the file.
 
     Raises:
-        ConfigError: a setting in the environment (or the settings file) is invalid; every one is named.
+        ConfigError: a setting is invalid; every one is named.
     """
+    env_file = settings_file or os.environ.get(SETTINGS_FILE_ENV) or None
     try:
-        return Settings()
+        return Settings(_env_file=env_file)
     except ValidationError as e:
         problems = "; ".join(
             f"{_variable(err['loc'])}: {str(err['msg']).removeprefix('Value error, ')}"
             for err in e.errors(include_url=False)
         )
         raise ConfigError(f"invalid settings: {problems}") from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (:func:`load_settings`, read once).
+
+    Raises:
+        ConfigError: a setting in the environment (or the settings file) is invalid; every one is named.
+    """
+    return load_settings()
 
 
 def _variable(loc: tuple[Any, ...]) -> str:

@@ -8,23 +8,24 @@ one is a new attempt created (the next K).
 from __future__ import annotations
 
 import functools
-import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 
-from acr_transfer.azure.keyvault import KeyVaultSecrets
-from acr_transfer.azure.registry import RegistryAddress, RegistryArm, RunState
-from acr_transfer.azure.storage import BlobFacts, BlobStorage
+from acr_transfer.azure.registry import RegistryAddress, RunState
+from acr_transfer.azure.storage import BlobFacts
 from acr_transfer.context import TransferContext
-from acr_transfer.errors import ConfigError, PermanentError, TransientError, VerificationError
-from acr_transfer.naming import BatchPlan, normalise_artifact
+from acr_transfer.errors import ConfigError, PermanentError, RunTimeoutError, TransientError, VerificationError
+from acr_transfer.naming import BatchPlan
+from acr_transfer.ports import Blobs, PipelineRuns, Secrets
+from acr_transfer.refs import ArtifactRef
 from acr_transfer.sas import SasToken
 
 MAX_ATTEMPTS = 20
-OUR_RUN = re.compile(r"^(?P<kind>[xi])(?P<tid>[a-z0-9]{6,20})b(?P<batch>\d{3})a(?P<attempt>\d+)$")
 
 
-def attempts(arm: RegistryArm, registry: RegistryAddress, namer: Callable[[int], str]) -> list[RunState]:
+def attempts(arm: PipelineRuns, registry: RegistryAddress, namer: Callable[[int], str]) -> list[RunState]:
     """Every existing attempt of one step, in order (GET a1, a2, … until one is missing)."""
     found: list[RunState] = []
     for k in range(1, MAX_ATTEMPTS + 1):
@@ -45,12 +46,10 @@ def current(found: list[RunState]) -> RunState | None:
     return None
 
 
-def start_export(
-    arm: RegistryArm, storage: BlobStorage, vault: KeyVaultSecrets, ctx: TransferContext, batch: BatchPlan
-) -> RunState:
+def start_export(arm: PipelineRuns, storage: Blobs, vault: Secrets, ctx: TransferContext, batch: BatchPlan) -> RunState:
     """The export run of a batch: reuse, continue, or create the next attempt."""
     export = ctx.export
-    found = attempts(arm, ctx.src, functools.partial(batch.export_run, ctx.transfer_id))
+    found = attempts(arm, ctx.source, functools.partial(batch.export_run, ctx.transfer_id))
     existing = current(found)
     if existing is not None:
         return existing
@@ -67,7 +66,7 @@ def start_export(
         "artifacts": list(batch.artifacts),
         "target": {"type": "AzureStorageBlob", "name": blob},
     }
-    return arm.create_run(ctx.src, batch.export_run(ctx.transfer_id, attempt), body)
+    return arm.create_run(ctx.source, batch.export_run(ctx.transfer_id, attempt), body)
 
 
 def _attempt_blob(blob: str, attempt: int) -> str:
@@ -75,15 +74,13 @@ def _attempt_blob(blob: str, attempt: int) -> str:
     return f"{stem}-a{attempt}.{ext}" if dot and "/" not in ext else f"{blob}-a{attempt}"
 
 
-def _sas(vault: KeyVaultSecrets, secret_uri: str | None) -> SasToken:
+def _sas(vault: Secrets, secret_uri: str | None) -> SasToken:
     if not secret_uri:
         raise ConfigError("a SasToken-mode pipeline has no keyVaultUri")
     return vault.sas(secret_uri)[1]
 
 
-def bridge(
-    storage: BlobStorage, vault: KeyVaultSecrets, ctx: TransferContext, export_run: RunState
-) -> BlobFacts | None:
+def bridge(storage: Blobs, vault: Secrets, ctx: TransferContext, export_run: RunState) -> BlobFacts | None:
     """Copy the exported blob into the import container, server-side; None when no copy is needed."""
     if not ctx.bridged:
         return None
@@ -99,50 +96,108 @@ def bridge(
     return storage.copy_blob(export.container_uri, blob, source_sas, imp.container_uri, target_sas)
 
 
-def start_import(arm: RegistryArm, ctx: TransferContext, batch: BatchPlan, export_run: RunState) -> RunState | None:
-    """Our import run of a batch: reuse, continue, or create the next attempt.
+def start_import(
+    arm: PipelineRuns, ctx: TransferContext, batch: BatchPlan, blob: str, catalog_digest: str | None
+) -> RunState | None:
+    """Our import run of a batch's blob: reuse, continue, or create the next attempt.
+
+    Args:
+        blob: the blob to import, as the export run (or the event announcing it) named it.
+        catalog_digest: the export's catalog digest, which the import run checks the blob against (None: unknown).
 
     Returns None when the import pipeline's source trigger is on and no manual attempt exists yet: then
-    the caller adopts the trigger's run (``find_trigger_run``) instead of importing the blob twice.
+    the caller adopts the trigger's run (:func:`await_trigger_run`) instead of importing the blob twice.
     """
-    found = attempts(arm, ctx.dst, functools.partial(batch.import_run, ctx.transfer_id))
+    found = attempts(arm, ctx.target, functools.partial(batch.import_run, ctx.transfer_id))
     existing = current(found)
     if existing is not None:
         return existing
     if ctx.imp.trigger_enabled and not found:
         return None
-    return _create_import(arm, ctx, batch, export_run, len(found) + 1)
+    return _create_import(arm, ctx, batch, blob, catalog_digest, len(found) + 1)
 
 
-def create_manual_import(arm: RegistryArm, ctx: TransferContext, batch: BatchPlan, export_run: RunState) -> RunState:
+def create_manual_import(
+    arm: PipelineRuns, ctx: TransferContext, batch: BatchPlan, blob: str, catalog_digest: str | None
+) -> RunState:
     """A manual import after the trigger's run failed (the trigger will not try the same blob again)."""
-    found = attempts(arm, ctx.dst, functools.partial(batch.import_run, ctx.transfer_id))
-    return _create_import(arm, ctx, batch, export_run, len(found) + 1)
+    found = attempts(arm, ctx.target, functools.partial(batch.import_run, ctx.transfer_id))
+    return _create_import(arm, ctx, batch, blob, catalog_digest, len(found) + 1)
 
 
 def _create_import(
-    arm: RegistryArm, ctx: TransferContext, batch: BatchPlan, export_run: RunState, attempt: int
+    arm: PipelineRuns, ctx: TransferContext, batch: BatchPlan, blob: str, catalog_digest: str | None, attempt: int
 ) -> RunState:
-    body: dict[str, object] = {
-        "pipelineResourceId": ctx.imp.id,
-        "source": {"type": "AzureStorageBlob", "name": export_run.blob},
-    }
-    if export_run.catalog_digest:  # the import run checks the blob against it
-        body["catalogDigest"] = export_run.catalog_digest
-    return arm.create_run(ctx.dst, batch.import_run(ctx.transfer_id, attempt), body)
+    body: dict[str, object] = {"pipelineResourceId": ctx.imp.id, "source": {"type": "AzureStorageBlob", "name": blob}}
+    if catalog_digest:  # the import run checks the blob against it
+        body["catalogDigest"] = catalog_digest
+    return arm.create_run(ctx.target, batch.import_run(ctx.transfer_id, attempt), body)
 
 
-def find_trigger_run(arm: RegistryArm, ctx: TransferContext, blob: str) -> RunState | None:
+def find_trigger_run(arm: PipelineRuns, ctx: TransferContext, blob: str) -> RunState | None:
     """The run the import pipeline's source trigger created for ``blob`` (newest first), if any."""
     imp = ctx.imp
     matches = [
         r
-        for r in arm.list_runs(ctx.dst)
+        for r in arm.list_runs(ctx.target)
         if r.blob == blob and r.pipeline_id.lower() == imp.id.lower() and (r.trigger_timestamp or "_" in r.name)
     ]
     if not matches:
         return None
     return max(matches, key=lambda r: r.start_time or "")
+
+
+@dataclass(frozen=True)
+class TriggerWait:
+    """How long to wait for a source trigger's run, and how often to look (grows ×1.5 up to ``max_delay``)."""
+
+    seconds: float
+    min_delay: float
+    max_delay: float
+
+
+def await_trigger_run(
+    arm: PipelineRuns,
+    ctx: TransferContext,
+    batch: BatchPlan,
+    blob: str,
+    catalog_digest: str | None,
+    wait: TriggerWait,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], object] = time.sleep,
+) -> tuple[RunState, bool]:
+    """Wait for the run the import pipeline's source trigger creates for ``blob``; after a failed one, import
+    by hand. Returns the run and whether it is the trigger's (False: our manual import).
+
+    Raises:
+        RunTimeoutError: the trigger created no run within ``wait.seconds``, with what the trigger needs.
+    """
+    deadline = clock() + wait.seconds
+    delay = wait.min_delay
+    while clock() < deadline:
+        run = find_trigger_run(arm, ctx, blob)
+        if run is not None and not run.failed:
+            return run, True
+        if run is not None:
+            return create_manual_import(arm, ctx, batch, blob, catalog_digest), False
+        sleep(delay)
+        delay = min(delay * 1.5, wait.max_delay)
+    raise RunTimeoutError(
+        f"the source trigger of import pipeline '{ctx.imp.name}' created no run for blob '{blob}' within "
+        f"{wait.seconds / 60:g} min: the blob needs metadata category=acr-transfer-blob and Content-MD5, and the "
+        "pipeline's SAS needs List"
+    )
+
+
+class ArtifactStatus(StrEnum):
+    """Where one requested artifact stands, as the final table shows it."""
+
+    PENDING = "pending"
+    VERIFIED = "verified"
+    IMPORTED = "imported"  # an import of a blob whose artifacts were not named: in the target, not compared
+    MISSING = "missing"
+    NOT_VERIFIED = "not verified"
 
 
 @dataclass(frozen=True)
@@ -153,28 +208,26 @@ class ArtifactResult:
     batch: int
     export_run: str
     import_run: str
-    status: str  # verified | missing
+    status: ArtifactStatus
     digest: str
 
 
-def verify(batch: BatchPlan, export_run: RunState, import_run: RunState) -> list[ArtifactResult]:
+def verify(batch: BatchPlan, export_run: RunState | None, import_run: RunState) -> list[ArtifactResult]:
     """``importedArtifacts`` ⊇ requested (normalised); digest references are compared as digests.
+
+    ``export_run`` is None for a blob that was exported elsewhere (an import-only route).
 
     Raises:
         VerificationError: naming every artifact the target did not receive.
     """
-    imported = set()
-    for ref in import_run.imported_artifacts:
-        try:
-            imported.add(normalise_artifact(ref))
-        except ConfigError:
-            imported.add(ref)
+    imported = {str(ArtifactRef.lenient(ref) or ref) for ref in import_run.imported_artifacts}
     results = []
     for ref in batch.artifacts:
-        digest = ref.split("@", 1)[1] if "@" in ref else ""
-        status = "verified" if ref in imported else "missing"
-        results.append(ArtifactResult(ref, batch.index, export_run.name, import_run.name, status, digest))
-    missing = [r.artifact for r in results if r.status == "missing"]
+        digest = ArtifactRef.parse(ref).digest or ""
+        status = ArtifactStatus.VERIFIED if ref in imported else ArtifactStatus.MISSING
+        exported_by = export_run.name if export_run is not None else ""
+        results.append(ArtifactResult(ref, batch.index, exported_by, import_run.name, status, digest))
+    missing = [r.artifact for r in results if r.status is ArtifactStatus.MISSING]
     if missing:
         raise VerificationError(
             f"batch {batch.index}: import run '{import_run.name}' did not import {len(missing)} of "
@@ -198,10 +251,10 @@ def compare_digests(
     """
     out, notes, mismatches = [], [], []
     for r in results:
-        repo, _, ref = r.artifact.partition("@") if "@" in r.artifact else r.artifact.rpartition(":")
+        ref = ArtifactRef.parse(r.artifact)
         try:
-            source = r.digest or digest_in_source(repo, ref)
-            target = digest_in_target(repo, ref)
+            source = r.digest or digest_in_source(ref.repository, ref.reference)
+            target = digest_in_target(ref.repository, ref.reference)
         except TransientError:
             raise  # the registry may answer later: the step is retried, not passed unverified
         except PermanentError as e:
@@ -214,22 +267,22 @@ def compare_digests(
             continue
         if source and target and source != target:
             mismatches.append(f"{r.artifact}: source {source}, target {target}")
-        status = "missing" if target is None else r.status
+        status = ArtifactStatus.MISSING if target is None else r.status
         out.append(ArtifactResult(r.artifact, r.batch, r.export_run, r.import_run, status, target or source or ""))
     if mismatches:
         raise VerificationError("digests differ between source and target: " + "; ".join(mismatches))
-    missing = [r.artifact for r in out if r.status == "missing"]
+    missing = [r.artifact for r in out if r.status is ArtifactStatus.MISSING]
     if missing:
         raise VerificationError(f"reported imported but not found in the target registry: {', '.join(missing)}")
     return out, notes
 
 
-def own_blobs(arm: RegistryArm, ctx: TransferContext) -> set[str]:
+def own_blobs(arm: PipelineRuns, ctx: TransferContext) -> set[str]:
     """Blob names this transfer's own exports (Succeeded, or still running) write: a resume must not call
     them taken."""
     names = set()
     for batch in ctx.plan.batches:
-        mine = current(attempts(arm, ctx.src, functools.partial(batch.export_run, ctx.transfer_id)))
+        mine = current(attempts(arm, ctx.source, functools.partial(batch.export_run, ctx.transfer_id)))
         if mine is not None and mine.blob:
             names.add(mine.blob)
     return names

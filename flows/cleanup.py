@@ -26,14 +26,14 @@ class CleanupResult(BaseModel):
 
 @task(name="plan-cleanup", **step_options())
 def list_deletions(registry: RegistryAddress, older_than_days: float) -> tuple[list[Deletion], int]:
-    runs = list(clients.arm().list_runs(registry))
+    runs = list(clients.shared().arm.list_runs(registry))
     deletions = plan_cleanup(runs, older_than_days)
     return deletions, len(runs) - len(deletions)
 
 
 @task(name="delete-run", **step_options())
 def delete_run(registry: RegistryAddress, name: str) -> bool:
-    return clients.arm().delete_run(registry, name)
+    return clients.shared().arm.delete_run(registry, name)
 
 
 @flow(name="cleanup")

@@ -33,8 +33,8 @@ def run_preflight(ctx: TransferContext, raise_on_failure: bool = True) -> tuple[
     """Every check of the route's sides, concurrently; raises PreflightError listing all failures before
     anything is created."""
     route = ctx.route
-    exp = check_pipeline.submit(ctx.src, "export", route.source.export_pipeline) if route.source else None
-    imp = check_pipeline.submit(ctx.dst, "import", route.target.import_pipeline) if route.target else None
+    exp = check_pipeline.submit(ctx.source, "export", route.source.export_pipeline) if route.source else None
+    imp = check_pipeline.submit(ctx.target, "import", route.target.import_pipeline) if route.target else None
     exp_check, exp_facts = exp.result() if exp else (None, None)
     imp_check, imp_facts = imp.result() if imp else (None, None)
     checks = [c for c in (exp_check, imp_check) if c is not None]

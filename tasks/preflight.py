@@ -16,7 +16,7 @@ from tasks.retry import step_options
 @task(name="check-pipeline", **step_options())
 def check_pipeline(registry: RegistryAddress, kind: str, name: str) -> tuple[Check, PipelineFacts | None]:
     """The pipeline exists and is Succeeded; returns its facts for the next checks."""
-    check, facts = preflight.check_pipeline(clients.arm(), registry, kind, name)
+    check, facts = preflight.check_pipeline(clients.shared().arm, registry, kind, name)
     get_run_logger().info("%s", check.line)
     return check, facts
 
@@ -24,8 +24,8 @@ def check_pipeline(registry: RegistryAddress, kind: str, name: str) -> tuple[Che
 @task(name="check-export-side", **step_options())
 def check_export_side(ctx: TransferContext) -> list[Check]:
     """Export SAS secret, container, and free blob names (this transfer's own finished blobs excepted)."""
-    own = steps.own_blobs(clients.arm(), ctx)
-    checks = preflight.check_export_side(ctx, clients.vault(), clients.storage(), own)
+    own = steps.own_blobs(clients.shared().arm, ctx)
+    checks = preflight.check_export_side(ctx, clients.shared().vault, clients.shared().storage, own)
     for c in checks:
         get_run_logger().info("%s", c.line)
     return checks
@@ -34,7 +34,7 @@ def check_export_side(ctx: TransferContext) -> list[Check]:
 @task(name="check-import-side", **step_options())
 def check_import_side(ctx: TransferContext) -> list[Check]:
     """Import SAS secret and container, and the bridge secret when the blob must be copied."""
-    checks = preflight.check_import_side(ctx, clients.vault(), clients.storage())
+    checks = preflight.check_import_side(ctx, clients.shared().vault, clients.shared().storage)
     for c in checks:
         get_run_logger().info("%s", c.line)
     return checks
@@ -45,9 +45,9 @@ def check_artifacts(ctx: TransferContext) -> list[Check]:
     """Every artifact exists in the source; no tag conflict in the target unless OverwriteTags."""
     if not get_settings().verify_digests:
         return [Check("artifacts", True, "not checked (ACR_TRANSFER_VERIFY_DIGESTS is off)")]
-    plane = clients.data_plane()
-    source = clients.login_server(ctx.src)
-    target = clients.login_server(ctx.dst) if ctx.target is not None else None
+    plane = clients.shared().data_plane
+    source = clients.shared().login_server(ctx.source)
+    target = clients.shared().login_server(ctx.target) if ctx.has_target else None
     checks = preflight.check_artifacts(
         ctx,
         lambda repo, ref: plane.manifest_digest(source, repo, ref),

@@ -19,8 +19,7 @@ def _resources(ctx: TransferContext, blobs: list[str]) -> list[dict[str, str]]:
             "prefect.resource.role": role,
             "prefect.resource.name": reg.name,
         }
-        for reg, role in ((ctx.source, "source-registry"), (ctx.target, "target-registry"))
-        if reg is not None
+        for reg, role in ctx.registries()
     ]
     for blob in blobs:
         related.append({"prefect.resource.id": f"azure.blob.{blob}", "prefect.resource.role": "blob"})
@@ -73,7 +72,7 @@ def clean_up_blob(ctx: TransferContext, blob: str) -> bool:
     log = get_run_logger()
     export = ctx.export
     try:
-        deleted = clients.storage().delete_blob(export.container_uri, blob, None)
+        deleted = clients.shared().storage.delete_blob(export.container_uri, blob, None)
     except Exception as e:
         log.warning("could not delete export blob %s in %s: %s", blob, export.container_uri, redact(str(e)))
         return False

@@ -14,7 +14,7 @@ from acr_transfer import steps
 from acr_transfer.azure.registry import RegistryAddress, RunState
 from acr_transfer.azure.storage import BlobFacts
 from acr_transfer.context import TransferContext, resolve_configured
-from acr_transfer.errors import RunTimeoutError, run_failure
+from acr_transfer.errors import run_failure
 from acr_transfer.models import ImportRequest, TransferRequest
 from acr_transfer.naming import BatchPlan, derive_transfer_id, normalise_artifacts
 from acr_transfer.progress import Notice, report
@@ -62,7 +62,7 @@ def _watch(ctx: TransferContext, registry: RegistryAddress, run: RunState, batch
             update_progress_artifact(artifact_id=artifact_id, progress=float(min(pct, 100)))
             log.info("%s run %s: %s%% (%s)", step, state.name, pct, state.status or state.provisioning_state)
 
-    final = clients.watcher().wait(registry, run.name, ctx.timeout_seconds, on_progress)
+    final = clients.shared().watcher.wait(registry, run.name, ctx.timeout_seconds, on_progress)
     if final.failed:
         report(Notice(ctx.transfer_id, batch.index, step, "Failed", final.error_message or ""))
         raise run_failure(final.error_message or f"provisioningState {final.provisioning_state}", final.name)
@@ -73,11 +73,11 @@ def _watch(ctx: TransferContext, registry: RegistryAddress, run: RunState, batch
 @task(name="export-batch", **step_options())
 def export_batch(ctx: TransferContext, batch: BatchPlan) -> RunState:
     """Create (or find) the batch's export run and wait until it has written its blob."""
-    run = steps.start_export(clients.arm(), clients.storage(), clients.vault(), ctx, batch)
+    run = steps.start_export(clients.shared().arm, clients.shared().storage, clients.shared().vault, ctx, batch)
     get_run_logger().info(
         "export run %s for batch %s (%s artifacts) → blob %s", run.name, batch.index, len(batch.artifacts), run.blob
     )
-    final = _watch(ctx, ctx.src, run, batch, "export")
+    final = _watch(ctx, ctx.source, run, batch, "export")
     emit(
         ctx,
         "acr.transfer.exported",
@@ -96,7 +96,7 @@ def bridge_blob(ctx: TransferContext, batch: BatchPlan, export_run: RunState) ->
     if not ctx.bridged:
         return None
     report(Notice(ctx.transfer_id, batch.index, "bridge", "Running", export_run.blob or ""))
-    facts = steps.bridge(clients.storage(), clients.vault(), ctx, export_run)
+    facts = steps.bridge(clients.shared().storage, clients.shared().vault, ctx, export_run)
     if facts is not None:
         get_run_logger().info(
             "bridged blob %s (%s bytes, MD5 kept) into %s", facts.name, facts.size, ctx.imp.container_uri
@@ -108,43 +108,32 @@ def bridge_blob(ctx: TransferContext, batch: BatchPlan, export_run: RunState) ->
 @task(name="import-batch", **step_options())
 def import_batch(ctx: TransferContext, batch: BatchPlan, export_run: RunState) -> RunState:
     """Create (or find) the batch's import run — or adopt the source trigger's — and wait for it."""
-    arm = clients.arm()
-    run = steps.start_import(arm, ctx, batch, export_run)
-    if run is None:
-        run = _adopt_trigger_run(ctx, batch, export_run)
-    get_run_logger().info("import run %s for batch %s ← blob %s", run.name, batch.index, export_run.blob)
-    return _watch(ctx, ctx.dst, run, batch, "import")
+    blob, digest = export_run.blob or "", export_run.catalog_digest
+    run = steps.start_import(clients.shared().arm, ctx, batch, blob, digest) or _adopt_trigger_run(
+        ctx, batch, blob, digest
+    )
+    get_run_logger().info("import run %s for batch %s ← blob %s", run.name, batch.index, blob)
+    return _watch(ctx, ctx.target, run, batch, "import")
 
 
-def _adopt_trigger_run(ctx: TransferContext, batch: BatchPlan, export_run: RunState) -> RunState:
+def _adopt_trigger_run(ctx: TransferContext, batch: BatchPlan, blob: str, catalog_digest: str | None) -> RunState:
     """Wait for the run the source trigger creates for this blob; after a failed one, import by hand."""
     log = get_run_logger()
     settings = get_settings()
-    arm = clients.arm()
-    deadline = time.monotonic() + settings.trigger_wait_minutes * 60
-    delay = settings.poll_min_seconds
-    log.info("import pipeline has its source trigger on: waiting for its run for blob %s", export_run.blob)
-    while time.monotonic() < deadline:
-        run = steps.find_trigger_run(arm, ctx, export_run.blob or "")
-        if run is not None and not run.failed:
-            log.info("adopted source-trigger run %s", run.name)
-            return run
-        if run is not None:
-            log.warning("source-trigger run %s failed (%s); importing by hand", run.name, run.error_message)
-            return steps.create_manual_import(arm, ctx, batch, export_run)
-        time.sleep(delay)
-        delay = min(delay * 1.5, settings.poll_max_seconds)
-    raise RunTimeoutError(
-        f"the source trigger of import pipeline '{ctx.imp.name}' created no run for blob "
-        f"'{export_run.blob}' within {settings.trigger_wait_minutes:g} min: the blob needs metadata "
-        "category=acr-transfer-blob and Content-MD5, and the pipeline's SAS needs List"
-    )
+    wait = steps.TriggerWait(settings.trigger_wait_minutes * 60, settings.poll_min_seconds, settings.poll_max_seconds)
+    log.info("import pipeline has its source trigger on: waiting for its run for blob %s", blob)
+    run, adopted = steps.await_trigger_run(clients.shared().arm, ctx, batch, blob, catalog_digest, wait)
+    if adopted:
+        log.info("adopted source-trigger run %s", run.name)
+    else:
+        log.warning("the source trigger's run for blob %s failed; importing by hand as %s", blob, run.name)
+    return run
 
 
 def _compare_digests(ctx: TransferContext, results: list[steps.ArtifactResult]) -> list[steps.ArtifactResult]:
     log = get_run_logger()
-    plane = clients.data_plane()
-    source, target = clients.login_server(ctx.src), clients.login_server(ctx.dst)
+    plane = clients.shared().data_plane
+    source, target = clients.shared().login_server(ctx.source), clients.shared().login_server(ctx.target)
     results, notes = steps.compare_digests(
         results,
         lambda repo, ref: plane.manifest_digest(source, repo, ref),
@@ -181,22 +170,17 @@ def import_single_blob(ctx: TransferContext, request: ImportRequest) -> Transfer
     """Import (or adopt the trigger's import of) one blob, wait, and verify what came in."""
     expected = normalise_artifacts(request.artifacts) if request.artifacts else []
     batch = BatchPlan(1, expected, request.blob)
-    blob_run = RunState.from_json(
-        {
-            "name": "",
-            "properties": {
-                "request": {"target": {"name": request.blob}},
-                "response": {"catalogDigest": request.catalog_digest},
-            },
-        }
+    blob, digest = request.blob, request.catalog_digest
+    run = steps.start_import(clients.shared().arm, ctx, batch, blob, digest) or _adopt_trigger_run(
+        ctx, batch, blob, digest
     )
-    run = steps.start_import(clients.arm(), ctx, batch, blob_run) or _adopt_trigger_run(ctx, batch, blob_run)
-    get_run_logger().info("import run %s ← blob %s", run.name, request.blob)
-    final = _watch(ctx, ctx.dst, run, batch, "import")
+    get_run_logger().info("import run %s ← blob %s", run.name, blob)
+    final = _watch(ctx, ctx.target, run, batch, "import")
     if expected:
-        results = steps.verify(batch, blob_run, final)
+        results = steps.verify(batch, None, final)
     else:
-        results = [steps.ArtifactResult(a, 1, "", final.name, "imported", "") for a in final.imported_artifacts]
+        imported = steps.ArtifactStatus.IMPORTED
+        results = [steps.ArtifactResult(a, 1, "", final.name, imported, "") for a in final.imported_artifacts]
     rows = [ArtifactRow(**vars(r)) for r in results]
     result = TransferResult(
         route=ctx.route.name, transfer_id=ctx.transfer_id, succeeded=True, rows=rows, blobs=[request.blob]

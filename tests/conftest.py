@@ -58,17 +58,11 @@ def standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StandIn]:
 def _reset_product_caches() -> None:
     """Settings, credential and adapters are per process; rebuild them for the current environment."""
     from acr_transfer import settings
+    from tasks import clients
 
     settings.get_settings.cache_clear()
     settings.get_credential.cache_clear()
-    try:
-        from tasks import clients
-    except ImportError:
-        return
-    cached_clients = (clients.arm, clients.vault, clients.storage, clients.data_plane, clients.login_server)
-    for cached in (*cached_clients, clients.watcher, clients._api):
-        cached.cache_clear()
-    clients._known.clear()
+    clients.install(None)  # the next task builds the process's clients from the settings now in force
 
 
 @pytest.fixture(scope="session")

@@ -47,7 +47,7 @@ from acr_transfer.models import (
 )
 from acr_transfer.naming import BLOB_CHARS, MAX_ARTIFACTS, blob_name, normalise_artifact
 from acr_transfer.routes import load_routes, parse_routes
-from acr_transfer.settings import Settings, get_settings
+from acr_transfer.settings import Settings, load_settings
 from tests.support.receiver import start_receiver
 
 pytestmark = pytest.mark.faults
@@ -485,12 +485,8 @@ def test_another_subscription_is_refused_by_plan_unless_allowed(monkeypatch: pyt
 def test_invalid_settings_are_one_config_error_naming_each_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ACR_TRANSFER_ALLOWED_SUBSCRIPTIONS", f"{SUB},../other")
     monkeypatch.setenv("ACR_TRANSFER_MAX_ARTIFACTS", "0")
-    get_settings.cache_clear()
-    try:
-        with pytest.raises(ConfigError) as raised:
-            get_settings()
-    finally:
-        get_settings.cache_clear()
+    with pytest.raises(ConfigError) as raised:
+        load_settings()
     assert raised.value.message == (
         "invalid settings: ACR_TRANSFER_ALLOWED_SUBSCRIPTIONS: not subscription ids (GUIDs): '../other'; list "
         "subscription ids separated by commas, or as a JSON list; ACR_TRANSFER_MAX_ARTIFACTS: Input should be "

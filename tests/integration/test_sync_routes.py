@@ -8,7 +8,7 @@ import pytest
 from prefect.concurrency.sync import concurrency
 
 from flows.routes import sync_routes
-from tasks.clients import ensure_limit, route_lock_name
+from tasks.concurrency import ensure_limit, route_lock_name
 from tests.support.standin import StandIn
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_server")]

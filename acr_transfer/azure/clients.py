@@ -1,0 +1,98 @@
+"""The one owner of a process's Azure adapters: ARM, storage, Key Vault, the registry data plane and the watcher.
+
+Built from one :class:`~acr_transfer.settings.Settings` and one credential (so tokens are shared), each
+adapter is created on first use and kept for the life of the holder, like prefect-aws's clients cached by
+their credentials. Nothing here is a module global: the task layer keeps the process's holder, and a test
+builds its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable
+from functools import cached_property
+from typing import Any
+
+from acr_transfer.azure.acr_data import RegistryDataPlane
+from acr_transfer.azure.keyvault import KeyVaultSecrets
+from acr_transfer.azure.registry import RegistryAddress, RegistryArm
+from acr_transfer.azure.storage import BlobStorage
+from acr_transfer.polling import PollPlan
+from acr_transfer.settings import Settings
+from acr_transfer.watcher import RunWatcher
+
+ReadHook = Callable[[str], None]
+
+
+class AzureClients:
+    """Every adapter a worker process shares (see the module docstring).
+
+    Args:
+        settings: where Azure is and how to poll it.
+        credential: the identity (default: the settings' ``DefaultAzureCredential``).
+        before_read: called with the subscription before every ARM read, to spend a shared read budget.
+        on_close: called once by :meth:`close` (e.g. to close the budget's own API client).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        credential: Any | None = None,
+        *,
+        before_read: ReadHook | None = None,
+        on_close: Callable[[], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.credential = credential if credential is not None else settings.credential()
+        self._before_read = before_read
+        self._on_close = on_close
+        self._lock = threading.Lock()
+        self._login_servers: dict[str, str] = {}
+
+    @cached_property
+    def arm(self) -> RegistryArm:
+        return RegistryArm(self.settings, self.credential, before_read=self._before_read)
+
+    @cached_property
+    def watcher(self) -> RunWatcher:
+        """The one run watcher: every wait of this process shares its reads."""
+        return RunWatcher(self.arm, PollPlan(self.settings.poll_min_seconds, self.settings.poll_max_seconds))
+
+    @cached_property
+    def data_plane(self) -> RegistryDataPlane:
+        return RegistryDataPlane(self.settings, self.credential)
+
+    @cached_property
+    def vault(self) -> KeyVaultSecrets:
+        return KeyVaultSecrets(self.settings, self.credential)
+
+    @cached_property
+    def storage(self) -> BlobStorage:
+        return BlobStorage(self.settings, self.credential)
+
+    def login_server(self, registry: RegistryAddress) -> str:
+        """A registry's login server, read through ARM once per holder."""
+        key = registry.id.lower()
+        with self._lock:
+            known = self._login_servers.get(key)
+        if known is None:
+            known = self.arm.login_server(registry)
+            with self._lock:
+                self._login_servers[key] = known
+        return known
+
+    def close(self) -> None:
+        """Close what this holder opened (adapters created so far, the hook's resources); idempotent."""
+        vault = self.__dict__.pop("vault", None)
+        if vault is not None:
+            with contextlib.suppress(Exception):
+                vault.close()
+        plane = self.__dict__.pop("data_plane", None)
+        if plane is not None:
+            with contextlib.suppress(Exception):
+                plane.http.close()
+        on_close, self._on_close = self._on_close, None
+        if on_close is not None:
+            with contextlib.suppress(Exception):
+                on_close()
