@@ -8,7 +8,6 @@ pipelines at run time.
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -110,14 +109,6 @@ class RegistryRef(Strict):
         if problem:
             raise ValueError(f"registry '{self.name}': {problem} (from AZURE_SUBSCRIPTION_ID)")
         return sub, str(self.resource_group), str(self.name)
-
-    def arm_id(self, default_subscription: str | None) -> str:
-        sub, rg, name = self.parts(default_subscription)
-        return f"/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.ContainerRegistry/registries/{name}"
-
-    @property
-    def display(self) -> str:
-        return self.name or (self.resource_id or "").rstrip("/").rsplit("/", 1)[-1]
 
 
 def _check_parts(subscription: str | None, resource_group: str | None, name: str | None, where: str) -> None:
@@ -284,8 +275,3 @@ class TransferRequest(Strict):
 
     def wanted_artifacts(self) -> list[str]:
         return list(self.artifacts) if self.artifacts else list(self.route.artifacts)
-
-
-def dump(model: BaseModel) -> dict[str, Any]:
-    """JSON-safe dict of a model (for Prefect parameters and artifacts)."""
-    return model.model_dump(mode="json", exclude_none=True)

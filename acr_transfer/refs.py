@@ -97,7 +97,7 @@ class ArtifactRef:
         return self.digest is not None
 
     def with_digest(self, digest: str) -> ArtifactRef:
-        """The same repository, pinned to ``digest``."""
+        """The same repository, pinned to ``digest`` (what a tag resolved to)."""
         return ArtifactRef(self.repository, None, digest)
 
     def __str__(self) -> str:

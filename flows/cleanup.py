@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from pydantic import BaseModel, Field
 
-from acr_transfer.azure.registry import RegistryAddress
-from acr_transfer.cleanup import Deletion, plan_cleanup
 from acr_transfer.context import address as registry_address
 from acr_transfer.models import RegistryRef
 from acr_transfer.settings import get_settings
-from tasks import clients
-from tasks.retry import step_options
+from tasks.cleanup import delete_run, list_deletions
 
 
 class CleanupResult(BaseModel):
@@ -22,18 +19,6 @@ class CleanupResult(BaseModel):
     dry_run: bool
     deleted: list[str] = Field(default_factory=list)
     kept: int = 0
-
-
-@task(name="plan-cleanup", **step_options())
-def list_deletions(registry: RegistryAddress, older_than_days: float) -> tuple[list[Deletion], int]:
-    runs = list(clients.shared().arm.list_runs(registry))
-    deletions = plan_cleanup(runs, older_than_days)
-    return deletions, len(runs) - len(deletions)
-
-
-@task(name="delete-run", **step_options())
-def delete_run(registry: RegistryAddress, name: str) -> bool:
-    return clients.shared().arm.delete_run(registry, name)
 
 
 @flow(name="cleanup")
