@@ -1,6 +1,6 @@
 """The transfer flows: ``registry_transfer`` end to end, and each half alone for disconnected clouds.
 
-They read like the runbook in ARCHITECTURE.md: plan → preflight → export → bridge → import → verify →
+They read like the runbook in docs/architecture.md: plan → preflight → export → bridge → import → verify →
 report → clean up. Branching and Azure calls live in tasks and the core.
 """
 
