@@ -1,11 +1,11 @@
 """The event receiver: Azure deliveries in, Prefect events out, for deployment triggers to match.
 
-An ASGI app (starlette) with three endpoints:
+An ASGI app (starlette) with these endpoints; what the bodies look like and which Prefect events they
+become is :mod:`deployments.deliveries`' docstring:
 
 ==========================  ==========================================================================
-``POST /eventgrid``         Azure Event Grid deliveries, in the Event Grid schema (a JSON array of
-                            ``{id, topic, subject, eventType, eventTime, data, dataVersion}``) or as
-                            CloudEvents 1.0 (``application/cloudevents+json``: one event;
+``POST /eventgrid``         Azure Event Grid deliveries, in the Event Grid schema or as CloudEvents 1.0
+                            (``application/cloudevents+json``: one event;
                             ``application/cloudevents-batch+json``: an array). Answers the Event Grid
                             ``SubscriptionValidationEvent`` handshake with ``{"validationResponse": code}``.
 ``OPTIONS /eventgrid``      the CloudEvents abuse-protection handshake: echoes ``WebHook-Request-Origin``
@@ -16,8 +16,8 @@ An ASGI app (starlette) with three endpoints:
 ``GET /healthz``            200, no key.
 ==========================  ==========================================================================
 
-Handled event types are ``Microsoft.Storage.BlobCreated`` and ``Microsoft.ContainerRegistry.ImagePushed``;
-other types are acknowledged (200), ignored and counted in ``app.state.counters``.
+Event types other than BlobCreated and ImagePushed are acknowledged (200), ignored and counted in
+``app.state.counters`` (keyed by :class:`Outcome`).
 
 **The key.** Every request to ``/eventgrid`` and ``/acr/…`` carries the shared secret (``serve`` reads it
 from ``ACR_TRANSFER_EVENTS_SECRET``) in the ``code`` query parameter or the ``x-events-key`` header.
@@ -27,33 +27,8 @@ are logged without their query string, and ``serve`` turns uvicorn's access log 
 **Answers.** 200: handled, duplicate or ignored · 400: not JSON or not a delivery this receiver
 understands (the message says what; Event Grid does not retry it) · 401: no or wrong key · 413: body over
 ``max_body_bytes`` · 503: Prefect did not take the event (Event Grid retries). A delivery id seen among
-the last ``dedupe_size`` ids is acknowledged and not emitted again; each Prefect event id is
-``uuid5(EVENT_ID_NAMESPACE, <delivery id>)``, so re-sending a delivery also re-uses its Prefect event id.
-
-**Prefect events and resource ids** (triggers in prefect.yaml match these exactly; names lower-cased):
-
-- ``acr-transfer.blob.created`` (from ``data.url``: ``https://<account>.blob.core.windows.net/<container>/<blob>``,
-  or path-style ``https://127.0.0.1:<port>/<account>/<container>/<blob>`` when the host is an IP or localhost)
-
-  - resource ``acr-transfer.container.<account>.<container>`` (name ``<account>/<container>``, labels
-    ``acr-transfer.account`` and ``acr-transfer.container``)
-  - related ``acr-transfer.blob.<account>.<container>.<blob>``, role ``blob``
-  - payload ``blob`` (path within the container), ``url`` (query string removed: a SAS never reaches
-    Prefect), ``content_length``, ``content_type``, ``delivery_id``
-
-- ``acr-transfer.image.pushed`` (Event Grid/CloudEvents ImagePushed: registry = last segment of the topic or
-  source, an ARM id; or an ACR webhook ``push``)
-
-  - resource ``acr-transfer.registry.<registry>`` (name ``<registry>``)
-  - related ``acr-transfer.repository.<registry>.<repository>``, role ``repository``
-  - payload ``registry``, ``repository``, ``tag``, ``digest``, ``artifact`` (``repo:tag``, or ``repo@digest``
-    when pushed by digest), ``delivery_id``
-
-A trigger on new blobs in one container, for example::
-
-    match: {prefect.resource.id: "acr-transfer.container.targetstorage.transfer"}
-    expect: [acr-transfer.blob.created]
-    parameters: {blob: "{{ event.payload.blob }}"}
+the last ``dedupe_size`` ids is acknowledged and not emitted again; since each Prefect event id is derived
+from the delivery id, re-sending a delivery also re-uses its Prefect event id.
 
 **Pointing Azure at it.** Event Grid delivers only to HTTPS: run ``serve`` behind a TLS-terminating proxy
 or ingress, then::
@@ -78,8 +53,6 @@ import argparse
 import asyncio
 import hashlib
 import hmac
-import ipaddress
-import json
 import logging
 import os
 import re
@@ -89,10 +62,8 @@ import threading
 import uuid
 from collections import Counter, OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
@@ -100,42 +71,25 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from acr_transfer.errors import ConfigError, redact
+from deployments.deliveries import Batch, DeliveryError, ReceivedEvent, read_acr_webhook, read_eventgrid
 
 log = logging.getLogger("acr_transfer.events")
 
 SECRET_ENV = "ACR_TRANSFER_EVENTS_SECRET"
 MIN_SECRET_CHARS = 16
-BLOB_CREATED = "acr-transfer.blob.created"
-IMAGE_PUSHED = "acr-transfer.image.pushed"
-EVENT_ID_NAMESPACE = uuid.UUID("17f4c49d-c58e-40c0-b6ac-1337bf88465b")
-VALIDATION_EVENT = "Microsoft.EventGrid.SubscriptionValidationEvent"
-AZURE_BLOB_CREATED = "Microsoft.Storage.BlobCreated"
-AZURE_IMAGE_PUSHED = "Microsoft.ContainerRegistry.ImagePushed"
-
-_ACCOUNT = re.compile(r"[a-z0-9]{3,24}")
-_CONTAINER = re.compile(r"\$root|\$web|\$logs|[a-z0-9][a-z0-9-]{1,61}[a-z0-9]")
-_REGISTRY = re.compile(r"[A-Za-z0-9]{5,50}")
-_REPO_PART = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
-_REPOSITORY = re.compile(rf"{_REPO_PART}(?:/{_REPO_PART})*")
-_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
-_DIGEST = re.compile(r"sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128}")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
-@dataclass(frozen=True)
-class ReceivedEvent:
-    """One Prefect event made from one Azure delivery; ``id`` is ``uuid5(EVENT_ID_NAMESPACE, delivery id)``."""
+class Outcome(StrEnum):
+    """What became of a request or an event: the keys of ``app.state.counters``."""
 
-    event: str
-    resource: dict[str, str]
-    related: list[dict[str, str]]
-    payload: dict[str, Any]
-    id: str
-    occurred: datetime | None
-
-
-class DeliveryError(ValueError):
-    """The body is not a delivery this receiver understands; the message says what was wrong (answered 400)."""
+    UNAUTHORIZED = "unauthorized"
+    REJECTED = "rejected"
+    TOO_LARGE = "too_large"
+    HANDSHAKE = "handshake"
+    IGNORED = "ignored"
+    DUPLICATE = "duplicate"
+    EMITTED = "emitted"
+    EMIT_FAILED = "emit_failed"
 
 
 class EmitError(RuntimeError):
@@ -168,224 +122,9 @@ def emit_to_prefect(e: ReceivedEvent) -> None:
         )
 
 
-# --- reading deliveries ------------------------------------------------------------------------------------
-
-
-def _field(obj: dict[str, Any], key: str, where: str, *, required: bool = True, max_len: int = 1024) -> str | None:
-    value = obj.get(key)
-    if value is None and not required:
-        return None
-    if not isinstance(value, str) or not value:
-        raise DeliveryError(f"{where}.{key} must be a non-empty string")
-    if len(value) > max_len or _CONTROL.search(value):
-        raise DeliveryError(f"{where}.{key} is longer than {max_len} characters or holds control characters")
-    return value
-
-
-def _object(obj: dict[str, Any], key: str, where: str) -> dict[str, Any]:
-    value = obj.get(key)
-    if not isinstance(value, dict):
-        raise DeliveryError(f"{where}.{key} must be a JSON object")
-    return value
-
-
-def _parse_time(value: Any) -> datetime | None:
-    """Azure times carry up to 9 fractional digits; anything unreadable leaves ``occurred`` to Prefect (now)."""
-    if not isinstance(value, str) or len(value) > 64:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-        return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-    except (ValueError, OverflowError):
-        return None
-
-
-def _event_id(delivery_id: str) -> str:
-    return str(uuid.uuid5(EVENT_ID_NAMESPACE, delivery_id))
-
-
-def parse_blob_url(url: str) -> tuple[str, str, str, str]:
-    """``(account, container, blob, url without query)`` of a blob URL, host-style (Azure) or path-style
-    (an IP or localhost host, as Azurite serves). Account and container are lower-cased.
-
-    Raises:
-        DeliveryError: the URL is not a blob URL.
-    """
-    wrong = DeliveryError(
-        "data.url is not a blob URL: expected https://<account>.blob.core.windows.net/<container>/<blob>"
-        " or path-style https://<ip or localhost>:<port>/<account>/<container>/<blob>"
-    )
-    try:
-        parts = urlsplit(url)
-        host, port = parts.hostname or "", parts.port
-    except ValueError:
-        raise wrong from None
-    if parts.scheme not in ("http", "https") or not host:
-        raise wrong
-    try:
-        ipaddress.ip_address(host)
-        path_style = True
-    except ValueError:
-        path_style = host == "localhost"
-    segments = parts.path.lstrip("/").split("/")
-    if path_style:
-        account, segments = unquote(segments[0]).lower(), segments[1:]
-    else:
-        account = host.split(".")[0]
-    if len(segments) < 2:
-        raise wrong
-    container, blob = unquote(segments[0]).lower(), unquote("/".join(segments[1:]))
-    if not _ACCOUNT.fullmatch(account) or not _CONTAINER.fullmatch(container) or not blob:
-        raise wrong
-    if len(blob) > 1024 or _CONTROL.search(blob):
-        raise DeliveryError("the blob name in data.url is longer than 1024 characters or holds control characters")
-    netloc = f"[{host}]" if ":" in host else host  # no user:password@ either: only host and port travel on
-    clean = f"{parts.scheme}://{netloc}{f':{port}' if port is not None else ''}{parts.path}"
-    return account, container, blob, clean
-
-
-def blob_created(delivery_id: str, data: dict[str, Any], occurred: datetime | None) -> ReceivedEvent:
-    """The ``acr-transfer.blob.created`` event for a BlobCreated delivery's ``data``."""
-    account, container, blob, url = parse_blob_url(_field(data, "url", "data", max_len=4096) or "")
-    length = data.get("contentLength")
-    if length is not None and (not isinstance(length, int) or isinstance(length, bool) or not 0 <= length < 2**63):
-        raise DeliveryError("data.contentLength must be a non-negative integer")
-    content_type = data.get("contentType")
-    if content_type is not None:
-        content_type = _field(data, "contentType", "data", max_len=256)
-    return ReceivedEvent(
-        event=BLOB_CREATED,
-        resource={
-            "prefect.resource.id": f"acr-transfer.container.{account}.{container}",
-            "prefect.resource.name": f"{account}/{container}",
-            "acr-transfer.account": account,
-            "acr-transfer.container": container,
-        },
-        related=[
-            {"prefect.resource.id": f"acr-transfer.blob.{account}.{container}.{blob}", "prefect.resource.role": "blob"}
-        ],
-        payload={
-            "blob": blob,
-            "url": url,
-            "content_length": length,
-            "content_type": content_type,
-            "delivery_id": delivery_id,
-        },
-        id=_event_id(delivery_id),
-        occurred=occurred,
-    )
-
-
-def _registry_name(candidate: str, data: dict[str, Any]) -> str:
-    if _REGISTRY.fullmatch(candidate):
-        return candidate.lower()
-    request = data.get("request")
-    host = request.get("host") if isinstance(request, dict) else None
-    first_label = host.split(".")[0] if isinstance(host, str) else ""
-    if _REGISTRY.fullmatch(first_label):
-        return first_label.lower()
-    raise DeliveryError(
-        "no registry name: expected a 5-50 character alphanumeric name (the topic/source ARM id's last segment,"
-        " the /acr/{registry} path) or request.host <registry>.azurecr.io"
-    )
-
-
-def image_pushed(
-    delivery_id: str, registry_hint: str, data: dict[str, Any], occurred: datetime | None
-) -> ReceivedEvent:
-    """The ``acr-transfer.image.pushed`` event for an ImagePushed ``data`` or an ACR webhook ``push`` body."""
-    registry = _registry_name(registry_hint, data)
-    target = _object(data, "target", "data")
-    repository = _field(target, "repository", "target", max_len=256) or ""
-    tag = _field(target, "tag", "target", required=False, max_len=128)
-    digest = _field(target, "digest", "target", required=False, max_len=256)
-    if not _REPOSITORY.fullmatch(repository):
-        raise DeliveryError("target.repository is not a repository name (lowercase path components)")
-    if tag is not None and not _TAG.fullmatch(tag):
-        raise DeliveryError("target.tag is not a tag ([A-Za-z0-9_][A-Za-z0-9._-]{0,127})")
-    if digest is not None and not _DIGEST.fullmatch(digest):
-        raise DeliveryError("target.digest is not a sha256:/sha512: digest")
-    if tag is None and digest is None:
-        raise DeliveryError("target has neither a tag nor a digest")
-    return ReceivedEvent(
-        event=IMAGE_PUSHED,
-        resource={"prefect.resource.id": f"acr-transfer.registry.{registry}", "prefect.resource.name": registry},
-        related=[
-            {
-                "prefect.resource.id": f"acr-transfer.repository.{registry}.{repository}",
-                "prefect.resource.role": "repository",
-            }
-        ],
-        payload={
-            "registry": registry,
-            "repository": repository,
-            "tag": tag,
-            "digest": digest,
-            "artifact": f"{repository}:{tag}" if tag is not None else f"{repository}@{digest}",
-            "delivery_id": delivery_id,
-        },
-        id=_event_id(delivery_id),
-        occurred=occurred,
-    )
-
-
-def _load_json(body: bytes) -> Any:
-    try:
-        return json.loads(body)
-    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-        raise DeliveryError(f"the body is not JSON: {type(exc).__name__}") from None
-
-
-@dataclass
-class Batch:
-    """What one ``/eventgrid`` body holds: the handshake answer, or events to emit and a count of others."""
-
-    validation_code: str | None = None
-    events: list[ReceivedEvent] = field(default_factory=list)
-    ignored: int = 0
-
-
-def read_eventgrid(body: bytes, content_type: str) -> Batch:
-    """Every event of an Event Grid or CloudEvents delivery, validated before any is emitted.
-
-    Raises:
-        DeliveryError: the body is not JSON, or not the shape its content type promises.
-    """
-    doc = _load_json(body)
-    media = content_type.split(";")[0].strip().lower()
-    if media == "application/cloudevents+json" and not isinstance(doc, dict):
-        raise DeliveryError("a application/cloudevents+json body must be one JSON object")
-    if media == "application/cloudevents-batch+json" and not isinstance(doc, list):
-        raise DeliveryError("a application/cloudevents-batch+json body must be a JSON array")
-    items = [doc] if isinstance(doc, dict) else doc
-    if not isinstance(items, list):
-        raise DeliveryError("the body must be a JSON array of events (or one CloudEvent object)")
-    batch = Batch()
-    for index, item in enumerate(items):
-        where = f"event[{index}]"
-        if not isinstance(item, dict):
-            raise DeliveryError(f"{where} must be a JSON object")
-        cloud = "specversion" in item
-        if cloud and item.get("specversion") != "1.0":
-            raise DeliveryError(f"{where}.specversion must be '1.0'")
-        kind = _field(item, "type" if cloud else "eventType", where, max_len=256)
-        delivery_id = _field(item, "id", where, max_len=256) or ""
-        source = item.get("source" if cloud else "topic")
-        occurred = _parse_time(item.get("time" if cloud else "eventTime"))
-        if kind == VALIDATION_EVENT and not cloud:
-            batch.validation_code = _field(_object(item, "data", where), "validationCode", f"{where}.data")
-            return batch
-        if kind == AZURE_BLOB_CREATED:
-            batch.events.append(blob_created(delivery_id, _object(item, "data", where), occurred))
-        elif kind == AZURE_IMAGE_PUSHED:
-            hint = source.rstrip("/").rsplit("/", 1)[-1] if isinstance(source, str) else ""
-            batch.events.append(image_pushed(delivery_id, hint, _object(item, "data", where), occurred))
-        else:
-            batch.ignored += 1
-    return batch
-
-
 # --- the app -----------------------------------------------------------------------------------------------
+
+_NO_KEY = "missing or wrong key (?code= or x-events-key)"
 
 
 class _Receiver:
@@ -398,7 +137,7 @@ class _Receiver:
         self.dedupe_size = dedupe_size
         self.emit = emit
         self.seen: OrderedDict[str, None] = OrderedDict()
-        self.counters: Counter[str] = Counter()
+        self.counters: Counter[Outcome] = Counter()
 
     def _scrub(self, text: str) -> str:
         return redact(text.replace(self._secret, "***"))
@@ -409,7 +148,7 @@ class _Receiver:
         log.log(level, "%s %r -> %d %s", request.method, request.url.path, status, self._scrub(why))
         return JSONResponse(body, status_code=status, headers=headers or None)
 
-    def _refuse(self, request: Request, status: int, message: str, counter: str) -> Response:
+    def _refuse(self, request: Request, status: int, message: str, counter: Outcome) -> Response:
         self.counters[counter] += 1
         message = self._scrub(message)
         return self._answer(request, status, {"error": message}, message)
@@ -424,90 +163,98 @@ class _Receiver:
         too_large = f"the body is larger than {self.max_body_bytes} bytes"
         if declared is not None:
             if not re.fullmatch(r"[0-9]{1,18}", declared):
-                return self._refuse(request, 400, "Content-Length is not a number", "rejected")
+                return self._refuse(request, 400, "Content-Length is not a number", Outcome.REJECTED)
             if int(declared) > self.max_body_bytes:
-                return self._refuse(request, 413, too_large, "too_large")
+                return self._refuse(request, 413, too_large, Outcome.TOO_LARGE)
         chunks, size = [], 0
         try:
             async for chunk in request.stream():  # counted: the header may be absent or wrong
                 size += len(chunk)
                 if size > self.max_body_bytes:
-                    return self._refuse(request, 413, too_large, "too_large")
+                    return self._refuse(request, 413, too_large, Outcome.TOO_LARGE)
                 chunks.append(chunk)
         except ClientDisconnect:
-            return self._refuse(request, 400, "the client went away before the body was complete", "rejected")
+            return self._refuse(request, 400, "the client went away before the body was complete", Outcome.REJECTED)
         return b"".join(chunks)
 
-    async def eventgrid(self, request: Request) -> Response:
-        if not self._authorized(request):
-            return self._refuse(request, 401, "missing or wrong key (?code= or x-events-key)", "unauthorized")
-        if request.method == "OPTIONS":
-            origin = request.headers.get("webhook-request-origin", "")
-            if not origin or len(origin) > 256:
-                return self._refuse(request, 400, "OPTIONS needs a WebHook-Request-Origin header", "rejected")
-            self.counters["handshake"] += 1
-            headers = {"WebHook-Allowed-Origin": origin, "WebHook-Allowed-Rate": "*"}
-            return self._answer(request, 200, {}, "CloudEvents handshake", **headers)
+    async def _read(
+        self, request: Request, read: Callable[[bytes], Batch], what: str, unreadable: str
+    ) -> Batch | Response:
+        """The body as ``read`` reads it, or the refusal to answer (too large, malformed)."""
         body = await self._body(request)
         if isinstance(body, Response):
             return body
         try:
-            batch = read_eventgrid(body, request.headers.get("content-type", ""))
+            return read(body)
         except DeliveryError as exc:
-            return self._refuse(request, 400, str(exc), "rejected")
-        except Exception as exc:  # a gap in the validation above: still the sender's body, never a 500
-            log.error("unexpected %s reading an Event Grid delivery", type(exc).__name__)
-            return self._refuse(request, 400, "the delivery could not be read", "rejected")
+            return self._refuse(request, 400, str(exc), Outcome.REJECTED)
+        except Exception as exc:  # a gap in the validation: still the sender's body, never a 500
+            log.error("unexpected %s reading %s", type(exc).__name__, what)
+            return self._refuse(request, 400, unreadable, Outcome.REJECTED)
+
+    def _handshake(self, request: Request) -> Response:
+        origin = request.headers.get("webhook-request-origin", "")
+        if not origin or len(origin) > 256:
+            return self._refuse(request, 400, "OPTIONS needs a WebHook-Request-Origin header", Outcome.REJECTED)
+        self.counters[Outcome.HANDSHAKE] += 1
+        headers = {"WebHook-Allowed-Origin": origin, "WebHook-Allowed-Rate": "*"}
+        return self._answer(request, 200, {}, "CloudEvents handshake", **headers)
+
+    async def eventgrid(self, request: Request) -> Response:
+        if not self._authorized(request):
+            return self._refuse(request, 401, _NO_KEY, Outcome.UNAUTHORIZED)
+        if request.method == "OPTIONS":
+            return self._handshake(request)
+        content_type = request.headers.get("content-type", "")
+        batch = await self._read(
+            request,
+            lambda body: read_eventgrid(body, content_type),
+            "an Event Grid delivery",
+            "the delivery could not be read",
+        )
+        if isinstance(batch, Response):
+            return batch
         if batch.validation_code is not None:
-            self.counters["handshake"] += 1
+            self.counters[Outcome.HANDSHAKE] += 1
             return self._answer(request, 200, {"validationResponse": batch.validation_code}, "validation handshake")
         return await self._deliver(request, batch.events, batch.ignored)
 
     async def acr(self, request: Request) -> Response:
         if not self._authorized(request):
-            return self._refuse(request, 401, "missing or wrong key (?code= or x-events-key)", "unauthorized")
+            return self._refuse(request, 401, _NO_KEY, Outcome.UNAUTHORIZED)
         if request.method != "POST":
-            return self._refuse(request, 405, "only POST is accepted here", "rejected")
-        body = await self._body(request)
-        if isinstance(body, Response):
-            return body
-        try:
-            doc = _load_json(body)
-            if not isinstance(doc, dict):
-                raise DeliveryError("an ACR webhook body must be a JSON object")
-            if _field(doc, "action", "body", max_len=64) != "push":
-                return await self._deliver(request, [], ignored=1)
-            delivery_id = _field(doc, "id", "body", max_len=256) or ""
-            events = [
-                image_pushed(delivery_id, request.path_params["registry"], doc, _parse_time(doc.get("timestamp")))
-            ]
-        except DeliveryError as exc:
-            return self._refuse(request, 400, str(exc), "rejected")
-        except Exception as exc:  # see eventgrid()
-            log.error("unexpected %s reading an ACR webhook", type(exc).__name__)
-            return self._refuse(request, 400, "the webhook body could not be read", "rejected")
-        return await self._deliver(request, events, 0)
+            return self._refuse(request, 405, "only POST is accepted here", Outcome.REJECTED)
+        registry = request.path_params["registry"]
+        batch = await self._read(
+            request,
+            lambda body: read_acr_webhook(body, registry),
+            "an ACR webhook",
+            "the webhook body could not be read",
+        )
+        if isinstance(batch, Response):
+            return batch
+        return await self._deliver(request, batch.events, batch.ignored)
 
     async def _deliver(self, request: Request, events: list[ReceivedEvent], ignored: int) -> Response:
         emitted = duplicates = 0
-        self.counters["ignored"] += ignored
+        self.counters[Outcome.IGNORED] += ignored
         for event in events:
             if self._seen_before(event.id):
                 duplicates += 1
-                self.counters["duplicate"] += 1
+                self.counters[Outcome.DUPLICATE] += 1
                 continue
             try:  # in a thread: a slow Prefect API must not stall the other deliveries
                 await asyncio.to_thread(self.emit, event)
             except Exception as exc:
                 self.seen.pop(event.id, None)  # not emitted, so the retry must get through
-                self.counters["emit_failed"] += 1
+                self.counters[Outcome.EMIT_FAILED] += 1
                 log.error("emitting %s (delivery %s) failed: %s: %s", event.event, event.payload.get("delivery_id"),
                           type(exc).__name__, self._scrub(str(exc)))  # fmt: skip
                 return self._answer(
                     request, 503, {"error": "Prefect did not take the event; retry later"}, "emit failed"
                 )
             emitted += 1
-            self.counters["emitted"] += 1
+            self.counters[Outcome.EMITTED] += 1
         summary = {"emitted": emitted, "duplicates": duplicates, "ignored": ignored}
         return self._answer(request, 200, summary, " ".join(f"{k}={v}" for k, v in summary.items()))
 

@@ -17,7 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
-from deployments.events import EVENT_ID_NAMESPACE, create_app, emit_to_prefect
+from deployments.deliveries import EVENT_ID_NAMESPACE
+from deployments.events import create_app, emit_to_prefect
 from tests.support.receiver import start_receiver
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_server")]

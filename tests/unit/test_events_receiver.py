@@ -21,15 +21,14 @@ from hypothesis import strategies as st
 from starlette.applications import Starlette
 
 from acr_transfer.errors import ConfigError
-from deployments.events import (
+from deployments.deliveries import (
     BLOB_CREATED,
     EVENT_ID_NAMESPACE,
     IMAGE_PUSHED,
     ReceivedEvent,
-    create_app,
     parse_blob_url,
-    serve,
 )
+from deployments.events import create_app, serve
 
 SECRET = "test-events-key-9f3c1e7a5b"
 DIGEST = "sha256:213bbc182920ab41e18edc2001e06abcca6735d87782d9cef68abd83941cf0e5"
