@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make demo      run a real transfer against the local Azure stand-in"
 	@echo "make test      run the test suite (installs what it needs)"
-	@echo "make lint      ruff check, ruff format --check, mypy"
+	@echo "make lint      ruff check, ruff format --check, mypy, lint-imports (the layers in .importlinter)"
 	@echo "make faults-report  run the fault suite and write its tables into README.md (Reliability)"
 	@echo "make up        Prefect server + worker + stand-in + event receiver, deployed; make down stops it"
 	@echo "make emulator  start the local Azure stand-in in the foreground (state in .emulator/)"
@@ -21,8 +21,9 @@ $(CURDIR)/.tools/bin/uv:
 	python3 -m venv .tools
 	.tools/bin/pip install --quiet --disable-pip-version-check uv
 
+# --all-extras: tests, demo, stack, bench and `make emulator` need the stand-in's extra (`emulator`)
 .venv/.synced: pyproject.toml uv.lock | $(UV)
-	$(UV) sync --frozen --quiet
+	$(UV) sync --frozen --quiet --all-extras
 	@touch $@
 
 node_modules/.installed: package.json package-lock.json
@@ -51,6 +52,7 @@ lint: setup
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen ruff format --check .
 	$(UV) run --frozen mypy $(PY_PACKAGES)
+	$(UV) run --frozen lint-imports --no-cache
 
 format: setup
 	$(UV) run --frozen ruff format .
@@ -66,7 +68,7 @@ down:
 	$(UV) run --frozen python -m deployments.stack down
 
 bench: setup
-	$(UV) sync --frozen --quiet --group bench
+	$(UV) sync --frozen --quiet --all-extras --group bench
 	$(UV) run --frozen --group bench python bench/run.py
 
 emulator: setup

@@ -1,6 +1,6 @@
 """Guarantees of the stand-in that the fault tests lean on: concurrent PUTs of one run name are serialised
 (one run, executed once per accepted body, never a mix of two bodies). That its state survives a restart
-is checked by ``tests/test_emulator_lifecycle.py::test_sigterm_leaves_nothing_running_and_state_survives_restart``
+is checked by ``tests/emulator/test_lifecycle.py::test_sigterm_leaves_nothing_running_and_state_survives_restart``
 (also marked ``faults``), which stops and restarts its own stand-in."""
 
 from __future__ import annotations

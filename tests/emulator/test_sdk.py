@@ -14,7 +14,7 @@ import pytest
 from tests.support.images import manifest_digest, push_file_artifact, push_multiarch_index
 from tests.support.standin import StandIn
 
-SCRIPTS = Path(__file__).parent / "scripts"
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 pytestmark = pytest.mark.integration
 
 
