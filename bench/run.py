@@ -127,10 +127,10 @@ def pct(values: list[float], q: float) -> float | None:
 def scenario_one(stack: Any, detections: Detections) -> dict[str, Any]:
     """One bridged transfer: ours, the SDK-default baseline, and the ideal."""
     from acr_transfer.models import TransferRequest
-    from acr_transfer.routes import load_routes
+    from flows.routes import load_configured_routes
     from flows.transfer import registry_transfer
 
-    route = load_routes(ROOT / "routes.example.yaml").get("demo")
+    route = load_configured_routes(ROOT / "routes.example.yaml").get("demo")
     control(stack, "DELETE", "/requests")
     tid = uuid.uuid4().hex[:12]
     started = time.time()

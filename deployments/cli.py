@@ -53,8 +53,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def routes_path(given: Path | None) -> Path:
-    path = given or Path(os.environ.get("ACR_TRANSFER_ROUTES", "routes.yaml"))
+def existing_routes_file(given: Path | None) -> Path:
+    """The routes file ``--routes`` names, else ``$ACR_TRANSFER_ROUTES``, else ``routes.yaml``.
+
+    Raises:
+        ConfigError: it does not exist; the message says how to name another.
+    """
+    from acr_transfer.routes import routes_path  # imported here: `acr-transfer emulator` needs no models
+
+    path = routes_path(given)
     if not path.exists():
         raise ConfigError(f"routes file '{path}' not found; pass --routes FILE or set ACR_TRANSFER_ROUTES")
     return path
@@ -68,12 +75,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "setup":
+            from acr_transfer.routes import DEFAULT_ROUTES_FILE, routes_path
             from deployments.setup import setup
 
-            routes = args.routes or (
-                Path(os.environ["ACR_TRANSFER_ROUTES"]) if os.environ.get("ACR_TRANSFER_ROUTES") else None
-            )
-            setup(routes_path(routes) if routes or Path("routes.yaml").exists() else None, console)
+            path = routes_path(args.routes)
+            # setup needs no routes file: only one the user named must exist, the default one may be absent
+            named = args.routes is not None or path != DEFAULT_ROUTES_FILE
+            setup(existing_routes_file(path) if named or path.exists() else None, console)
             return 0
         if args.command == "events":
             from deployments.events import serve as serve_events
@@ -86,11 +94,16 @@ def main(argv: list[str] | None = None) -> int:
             if args.route:
                 from deployments.runner import cleanup_route_command
 
-                return cleanup_route_command(routes_path(args.routes), args.route, args.dry_run, console)
+                return cleanup_route_command(existing_routes_file(args.routes), args.route, args.dry_run, console)
             return cleanup_command(args.registry, args.resource_group, args.older_than_days, args.dry_run, console)
         from deployments.runner import preflight_command, run_command
 
-        request_args = (routes_path(args.routes), args.route, args.artifact, args.transfer_id or uuid.uuid4().hex[:12])
+        request_args = (
+            existing_routes_file(args.routes),
+            args.route,
+            args.artifact,
+            args.transfer_id or uuid.uuid4().hex[:12],
+        )
         if args.command == "preflight":
             return preflight_command(*request_args, console=console)
         return run_command(*request_args, dry_run=args.dry_run, console=console)

@@ -13,12 +13,17 @@ from acr_transfer.context import resolve_configured
 from acr_transfer.models import TransferRequest
 from acr_transfer.progress import Notice, subscribe
 from acr_transfer.results import TransferResult
-from acr_transfer.routes import load_routes
 
 
 def build_request(routes_file: Path, route: str, artifacts: list[str], transfer_id: str, dry_run: bool = False):
-    """The flow parameter for one route of a routes file (validated; raises ConfigError)."""
-    rt = load_routes(routes_file).get(route)
+    """The flow parameter for one route of a routes file, loaded with this process's limits.
+
+    Raises:
+        ConfigError: the routes file does not load, or has no such route.
+    """
+    from flows.routes import load_configured_routes
+
+    rt = load_configured_routes(routes_file).get(route)
     return TransferRequest(route=rt, artifacts=artifacts or None, transfer_id=transfer_id, dry_run=dry_run)
 
 
@@ -156,8 +161,9 @@ def cleanup_command(registry: str, resource_group: str | None, days: float, dry_
 def cleanup_route_command(routes_file: Path, route: str, dry_run: bool, console: Console) -> int:
     """Apply a route's ``cleanup.delete_runs_after_days`` to its source and target registries."""
     from flows.cleanup import cleanup
+    from flows.routes import load_configured_routes
 
-    rt = load_routes(routes_file).get(route)
+    rt = load_configured_routes(routes_file).get(route)
     days = rt.cleanup.delete_runs_after_days
     if days is None:
         console.print(f"route {route} keeps its run records (cleanup.delete_runs_after_days is empty)")

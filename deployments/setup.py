@@ -15,7 +15,6 @@ from pathlib import Path
 
 from rich.console import Console
 
-from acr_transfer.routes import load_routes
 from acr_transfer.settings import get_settings
 
 POOL_VARIABLE = "acr_transfer_work_pool"
@@ -51,12 +50,13 @@ def ensure_work_pool(console: Console) -> str:
 
 def setup(routes_file: Path | None, console: Console) -> None:
     """Create the work pool variable and pool, the ARM read budgets and the route locks."""
-    from tasks.clients import ensure_limit, ensure_read_budget, route_lock_name
+    from flows.routes import load_configured_routes
+    from tasks.concurrency import ensure_limit, ensure_read_budget, route_lock_name
 
     settings = get_settings()
     ensure_work_pool(console)
     subscriptions = {settings.subscription_id} if settings.subscription_id else set()
-    routes = load_routes(routes_file).routes.values() if routes_file is not None else []
+    routes = load_configured_routes(routes_file).routes.values() if routes_file is not None else []
     for route in routes:
         for side in (route.source, route.target):
             if side is not None:

@@ -2,6 +2,7 @@
 
 Each loads routes.yaml at run time (``routes_file``, else ``$ACR_TRANSFER_ROUTES``, else ``routes.yaml`` in
 the working directory), so routes.yaml stays the one source of truth and the Prefect UI form is short.
+:func:`load_configured_routes` is that lookup and load, with this process's limits; the CLI uses it too.
 
 Two transfers of one route never run at once: each holds the route's one-slot concurrency limit
 (``acr-transfer-route-<name>``) for its whole run. A manual ``transfer`` of a busy route waits for the
@@ -10,7 +11,6 @@ running one (queues); ``sync-routes`` skips a busy route and says so in its summ
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from prefect import flow, get_run_logger, tags, task
@@ -22,18 +22,40 @@ from pydantic import BaseModel
 from acr_transfer.errors import AcrTransferError, ConfigError, redact
 from acr_transfer.models import ImportRequest, TransferRequest, TransferRoute
 from acr_transfer.results import ExportedBlob, TransferResult
-from acr_transfer.routes import load_routes
+from acr_transfer.routes import RouteLimits, RoutesFile, load_routes, routes_path
+from acr_transfer.settings import get_settings
 from flows.transfer import export_artifacts, import_blob, registry_transfer
-from tasks.clients import active_slots, route_lock, route_lock_name
+from tasks.concurrency import active_slots, route_lock, route_lock_name
 
 LOCK_WAIT_SECONDS = 60
 
 
-def _route(name: str, routes_file: str | None) -> TransferRoute:
-    path = Path(routes_file or os.environ.get("ACR_TRANSFER_ROUTES") or "routes.yaml")
+def route_limits() -> RouteLimits:
+    """What this process's settings let a routes file ask for: ``ACR_TRANSFER_MAX_ARTIFACTS`` artifacts a route,
+    registries in ``ACR_TRANSFER_ALLOWED_SUBSCRIPTIONS`` (else ``AZURE_SUBSCRIPTION_ID``).
+
+    Raises:
+        ConfigError: the settings themselves are invalid.
+    """
+    settings = get_settings()
+    return RouteLimits(max_artifacts=settings.max_artifacts, allowed_subscriptions=settings.permitted_subscriptions())
+
+
+def load_configured_routes(routes_file: str | Path | None) -> RoutesFile:
+    """The routes file ``routes_file`` names (else ``$ACR_TRANSFER_ROUTES``, else ``routes.yaml``), loaded with
+    :func:`route_limits`.
+
+    Raises:
+        ConfigError: the file does not exist (the message names the working directory), or does not load.
+    """
+    path = routes_path(routes_file)
     if not path.exists():
         raise ConfigError(f"routes file '{path}' not found (working directory {Path.cwd()}); set routes_file")
-    return load_routes(path).get(name)
+    return load_routes(path, route_limits())
+
+
+def _route(name: str, routes_file: str | None) -> TransferRoute:
+    return load_configured_routes(routes_file).get(name)
 
 
 @flow(name="transfer")
@@ -156,8 +178,8 @@ def sync_routes(
     log = get_run_logger()
     if not 1 <= max_concurrent <= 100:
         raise ConfigError(f"max_concurrent must be between 1 and 100, not {max_concurrent}")
-    path = Path(routes_file or os.environ.get("ACR_TRANSFER_ROUTES") or "routes.yaml")
-    names = [r.name for r in load_routes(path).select(routes)]
+    path = routes_path(routes_file)
+    names = [r.name for r in load_configured_routes(path).select(routes)]
     by_route: dict[str, RouteOutcome] = {}
     pending, running = list(names), dict[PrefectFuture[RouteOutcome], str]()
     while pending or running:  # a sliding window of at most max_concurrent routes

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from acr_transfer.errors import ConfigError
-from acr_transfer.routes import RoutesFile, load_routes, parse_routes
+from acr_transfer.routes import DEFAULT_ROUTES_FILE, RouteLimits, RoutesFile, load_routes, parse_routes, routes_path
 
 ROOT = Path(__file__).resolve().parents[2]
 SIDES = """\
@@ -448,6 +448,104 @@ def test_load_routes_errors_name_the_file(tmp_path: Path) -> None:
     good.write_text(valid("- name: demo\n  bogus: 1\n"))
     with pytest.raises(ConfigError, match=f"routes file {good}"):
         load_routes(good)
+
+
+def test_routes_path_is_the_given_file_else_the_variable_else_routes_yaml(tmp_path: Path) -> None:
+    env = {"ACR_TRANSFER_ROUTES": str(tmp_path / "from-env.yaml")}
+    assert routes_path(tmp_path / "given.yaml", env) == tmp_path / "given.yaml"
+    assert routes_path(str(tmp_path / "given.yaml"), env) == tmp_path / "given.yaml"
+    assert routes_path(None, env) == tmp_path / "from-env.yaml"
+    assert routes_path(None, {}) == DEFAULT_ROUTES_FILE == Path("routes.yaml")
+    assert routes_path("", {"ACR_TRANSFER_ROUTES": ""}) == Path("routes.yaml")  # empty counts as not given
+
+
+def test_routes_path_reads_the_process_environment_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ACR_TRANSFER_ROUTES", "elsewhere/routes.yaml")
+    assert routes_path(None) == Path("elsewhere/routes.yaml")
+    monkeypatch.delenv("ACR_TRANSFER_ROUTES")
+    assert routes_path(None) == Path("routes.yaml")
+
+
+def test_interpolation_reads_the_environment_it_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MINUTES", "12")
+    text = valid("- name: demo\n  timeout_minutes: ${MINUTES}\n")
+    assert parse_routes(text, environ={"MINUTES": "7"}).get("demo").timeout_minutes == 7
+    with pytest.raises(ConfigError, match="environment variable MINUTES is not set"):
+        parse_routes(text, environ={})
+
+
+SUB = "00000000-0000-0000-0000-000000000001"
+OTHER_SUB = "00000000-0000-0000-0000-0000000000ff"
+
+
+def other_subscription_routes() -> str:
+    far = f"/subscriptions/{OTHER_SUB}/resourceGroups/rg/providers/Microsoft.ContainerRegistry/registries/farregistry"
+    return valid(
+        f"""\
+        - name: by-id
+          target: {{registry: {{resource_id: {far}}}, import_pipeline: importpipeline}}
+        - name: by-subscription
+          source:
+            registry: {{subscription_id: {OTHER_SUB}, resource_group: rg, name: farsource}}
+            export_pipeline: exportpipeline
+        - name: default-subscription
+          source: {{registry: {{resource_group: rg, name: nearsource}}, export_pipeline: exportpipeline}}
+        - name: allowed
+          source:
+            registry: {{subscription_id: {SUB.upper()}, resource_group: rg, name: nearsource}}
+            export_pipeline: exportpipeline
+        """,
+        defaults="",
+    )
+
+
+def test_a_registry_in_a_subscription_not_allowed_is_refused_at_load_with_its_line() -> None:
+    text = other_subscription_routes()
+    message = problems_with(text, RouteLimits(allowed_subscriptions=frozenset({SUB})))
+    assert "has 2 problems" in message
+    says = (
+        f"is in subscription {OTHER_SUB}, which this deployment may not reach (allowed: {SUB}); add it to "
+        "ACR_TRANSFER_ALLOWED_SUBSCRIPTIONS if routes may use it, or fix the registry"
+    )
+    by_id = f"line {line_of(text, 'resource_id:')}: routes[0].target.registry.resource_id (route 'by-id'): "
+    assert f"{by_id}registry 'farregistry' {says}" in message
+    by_sub = f"line {line_of(text, OTHER_SUB, 2)}: routes[1].source.registry.subscription_id (route 'by-subscription')"
+    assert f"{by_sub}: registry 'farsource' {says}" in message
+    # a registry without a subscription of its own is left to context.address (it knows the default one)
+    assert "route 'default-subscription'" not in message and "route 'allowed'" not in message
+
+
+def test_subscriptions_are_checked_only_when_the_caller_names_them() -> None:
+    text = other_subscription_routes()
+    assert parse_routes(text).names() == ["by-id", "by-subscription", "default-subscription", "allowed"]
+    limits = RouteLimits(allowed_subscriptions=frozenset({SUB, OTHER_SUB.upper()}))
+    assert len(parse_routes(text, limits=limits).routes) == 4
+    message = problems_with(text, RouteLimits(allowed_subscriptions=frozenset()))
+    assert "(allowed: none: AZURE_SUBSCRIPTION_ID is not set either)" in message and "has 3 problems" in message
+
+
+def test_a_disallowed_subscription_from_defaults_is_reported_once_at_the_defaults_line() -> None:
+    far = f"{{subscription_id: {OTHER_SUB}, resource_group: rg, name: farsource}}"
+    defaults = f"defaults:\n  source: {{registry: {far}, export_pipeline: exportpipeline}}\n"
+    text = valid("- name: a\n- name: b\n", defaults=defaults)
+    message = problems_with(text, RouteLimits(allowed_subscriptions=frozenset({SUB})))
+    assert "has 1 problem;" in message
+    assert f"line 3: defaults.source.registry.subscription_id: registry 'farsource' is in subscription {OTHER_SUB}" in (
+        message
+    )
+
+
+def test_the_artifact_limit_is_the_callers() -> None:
+    text = valid("- name: demo\n  artifacts: [demo/a:v1, demo/b:v1, demo/c:v1]\n")
+    assert len(parse_routes(text).get("demo").artifacts) == 3
+    message = problems_with(text, RouteLimits(max_artifacts=2))
+    assert f"line {line_of(text, 'artifacts:')}: routes[0].artifacts (route 'demo'): 3 artifacts are more" in message
+
+
+def problems_with(text: str, limits: RouteLimits) -> str:
+    with pytest.raises(ConfigError) as info:
+        parse_routes(text, source="routes.yaml", limits=limits)
+    return info.value.message
 
 
 def test_route_name_with_a_trailing_newline_is_refused() -> None:

@@ -1,0 +1,230 @@
+"""What a routes document must be: its shape and version, known keys, and routes that are valid and safe.
+
+Modelled on regsync's config (regclient ``cmd/regsync/config.go``): an unknown version or key is an error with
+its line (and the nearest allowed key), and safety floors are enforced at load rather than discovered at run
+time: timeout_minutes and batch_size within bounds, at most ``RouteLimits.max_artifacts`` artifacts, artifact
+references and the blob name template usable, and (when the caller names them) registries only in allowed
+subscriptions. Each route is validated as pydantic's ``TransferRoute``, its messages reworded to say what to do.
+Inline secrets are refused earlier, by ``inline_secrets``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, get_args
+
+from pydantic import BaseModel, ValidationError
+
+from acr_transfer.errors import ConfigError, shown
+from acr_transfer.models import TransferRoute
+from acr_transfer.naming import MAX_ARTIFACTS, blob_name, normalise_artifact, too_many_artifacts
+from acr_transfer.routes.interpolate import is_x
+from acr_transfer.routes.merge import merge, origin
+from acr_transfer.routes.report import Loc, Report, kind, show
+
+SUPPORTED_VERSION = 1
+TOP_LEVEL_KEYS = ("version", "defaults", "routes")
+
+_BOUND_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}
+_FLOORS = {
+    "timeout_minutes": "timeout_minutes must be 1 to 1440 minutes (got {value}): a run needs at least a minute, "
+    "and one that runs longer than a day is stuck",
+    "batch_size": "batch_size must be 1 to 50 (got {value}): ACR takes at most 50 artifacts per pipeline run",
+}
+
+Problem = Callable[[Loc, str], None]  # report a problem at a path of the merged route
+
+
+@dataclass(frozen=True)
+class RouteLimits:
+    """What a routes file may ask for, given by the caller (the loader reads no process settings).
+
+    Attributes:
+        max_artifacts: the most artifacts one route may list.
+        allowed_subscriptions: subscriptions a registry named with an explicit subscription (``subscription_id``
+            or ``resource_id``) may be in; ``None`` checks none at load. A registry without one is left to
+            ``acr_transfer.context.address``, which knows the default subscription.
+    """
+
+    max_artifacts: int = MAX_ARTIFACTS
+    allowed_subscriptions: frozenset[str] | None = None
+
+
+def check_top_level(data: Any, report: Report) -> None:
+    """The document's shape and version; anything else wrong here makes the rest meaningless, so raise.
+
+    Raises:
+        ConfigError: an empty document, not a mapping, or no or another version. Unknown top-level keys are
+            reported to ``report``.
+    """
+    where = f"routes file {report.source}"
+    if data is None:
+        raise ConfigError(f"{where} is empty; start from routes.example.yaml (version: 1, routes: [...])")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must be a mapping with version, defaults and routes, not {kind(data)}")
+    if "version" not in data:
+        raise ConfigError(f"{where} has no 'version'; add 'version: {SUPPORTED_VERSION}' at the top")
+    version = data["version"]
+    if type(version) is not int or version != SUPPORTED_VERSION:
+        raise ConfigError(
+            f"{where} line {report.line(('version',))}: version {show(version)} is not supported; this "
+            f"acr-transfer reads version {SUPPORTED_VERSION} (write 'version: {SUPPORTED_VERSION}', a number)"
+        )
+    for key in data:
+        if key not in TOP_LEVEL_KEYS and not is_x(key):
+            report.add((key,), _unknown_key(key, TOP_LEVEL_KEYS))
+
+
+def defaults_of(data: dict[str, Any], report: Report) -> dict[str, Any]:
+    """The ``defaults:`` mapping without ``name`` (``{}`` when absent); its problems go to ``report``."""
+    defaults = data.get("defaults")
+    if defaults is None:
+        return {}
+    if not isinstance(defaults, dict):
+        report.add(
+            ("defaults",), f"must be a mapping of route keys (source:, timeout_minutes:, …), not {kind(defaults)}"
+        )
+        return {}
+    if "name" in defaults:
+        report.add(("defaults", "name"), "defaults cannot set 'name': every route names itself")
+    _unknown_keys(defaults, TransferRoute, ("defaults",), report)
+    return {k: v for k, v in defaults.items() if k != "name"}
+
+
+def routes_of(
+    data: dict[str, Any], defaults: dict[str, Any], limits: RouteLimits, report: Report
+) -> dict[str, TransferRoute]:
+    """Every valid route by name, in file order; invalid and duplicate routes are reported to ``report``."""
+    routes: dict[str, TransferRoute] = {}
+    first_line: dict[str, int] = {}
+    for index, raw in enumerate(_route_list(data, report)):
+        name = raw.get("name") if isinstance(raw, dict) else None
+        if isinstance(name, str) and name in first_line:
+            report.add(
+                ("routes", index, "name"), f"duplicate route name '{shown(name)}' (first at line {first_line[name]})"
+            )
+            continue
+        if isinstance(name, str):
+            first_line[name] = report.line(("routes", index, "name"))
+        route = _route(index, raw, defaults, limits, report)
+        if route is not None:
+            routes[route.name] = route
+    return routes
+
+
+def _route_list(data: dict[str, Any], report: Report) -> list[Any]:
+    routes = data.get("routes")
+    if not isinstance(routes, list) or not routes:
+        what = "is missing" if routes is None else ("is empty" if routes == [] else f"is {kind(routes)}")
+        report.add(("routes",), f"{what}; it must be a list of routes, each starting with '- name: …'")
+        return []
+    return routes
+
+
+def _route(index: int, raw: Any, defaults: dict[str, Any], limits: RouteLimits, report: Report) -> TransferRoute | None:
+    loc: Loc = ("routes", index)
+    if not isinstance(raw, dict):
+        report.add(loc, f"a route must be a mapping (name:, source:, target:, …), not {kind(raw)}")
+        return None
+    label = f" (route '{shown(raw['name'])}')" if isinstance(raw.get("name"), str) else ""
+    _unknown_keys(raw, TransferRoute, loc, report)
+    origins: dict[Loc, Loc] = {}
+    merged = merge(defaults, raw, ("defaults",), loc, (), origins)
+
+    def problem(rel: Loc, message: str) -> None:
+        where = origin(rel, origins, loc)
+        if where not in report.unresolved:  # its ${VAR} problem already says what is wrong
+            report.add(where, message, note=label if where[:2] == loc else "")
+
+    count = len(report.problems)
+    _check_artifacts(merged.get("artifacts"), limits.max_artifacts, problem)
+    try:
+        route = TransferRoute.model_validate(merged)
+    except ValidationError as e:
+        for error in e.errors(include_url=False):
+            if error["type"] != "extra_forbidden":  # _unknown_keys reported it, with a suggestion
+                problem(tuple(error["loc"]), _pydantic_message(error))
+        return None
+    _check_floors(route, problem)
+    if limits.allowed_subscriptions is not None:
+        _check_subscriptions(route, limits.allowed_subscriptions, problem)
+    return route if len(report.problems) == count else None
+
+
+def _check_artifacts(artifacts: Any, limit: int, problem: Problem) -> None:
+    if isinstance(artifacts, list) and len(artifacts) > limit:
+        problem(("artifacts",), too_many_artifacts(len(artifacts), limit))
+        return  # one problem, not one per item
+    for i, ref in enumerate(artifacts if isinstance(artifacts, list) else []):
+        try:  # a bad reference fails here, with its line, rather than when a transfer is planned
+            if isinstance(ref, str):
+                normalise_artifact(ref)
+        except ConfigError as e:
+            problem(("artifacts", i), e.message)
+
+
+def _check_floors(route: TransferRoute, problem: Problem) -> None:
+    if route.timeout_minutes < 1:
+        problem(("timeout_minutes",), _FLOORS["timeout_minutes"].format(value=route.timeout_minutes))
+    try:  # render one name now, so a bad template fails at load and not in the middle of a transfer
+        blob_name(route.blob_name_template, route=route.name, transfer_id="a1b2c3d4e5f6", batch=1)
+    except (ConfigError, ValueError, IndexError, KeyError) as e:
+        problem(("blob_name_template",), f"does not render a usable blob name: {shown(str(e), 300)}")
+
+
+def _check_subscriptions(route: TransferRoute, allowed: frozenset[str], problem: Problem) -> None:
+    """A registry whose subscription the file spells out must be in an allowed one (as ``context.address`` says)."""
+    permitted = {sub.lower() for sub in allowed}
+    for side_key, side in (("source", route.source), ("target", route.target)):
+        if side is None:
+            continue
+        ref = side.registry
+        key = "resource_id" if ref.resource_id else "subscription_id" if ref.subscription_id else None
+        if key is None:
+            continue  # no subscription in the file: the default one applies, checked when the transfer resolves
+        subscription, _, name = ref.parts(None)
+        if subscription.lower() not in permitted:
+            listed = ", ".join(sorted(permitted)) or "none: AZURE_SUBSCRIPTION_ID is not set either"
+            problem(
+                (side_key, "registry", key),
+                f"registry '{name}' is in subscription {subscription}, which this deployment may not reach (allowed: "
+                f"{listed}); add it to ACR_TRANSFER_ALLOWED_SUBSCRIPTIONS if routes may use it, or fix the registry",
+            )
+
+
+def _unknown_keys(data: dict[str, Any], model: type[BaseModel], loc: Loc, report: Report) -> None:
+    fields = model.model_fields
+    for key, value in data.items():
+        if key not in fields:
+            report.add((*loc, key), _unknown_key(key, tuple(fields)))
+            continue
+        nested = _model_of(fields[key].annotation)
+        if nested is not None and isinstance(value, dict):
+            _unknown_keys(value, nested, (*loc, key), report)
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    for candidate in (annotation, *get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def _unknown_key(key: str, allowed: tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(key, allowed, n=1)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    return f"unknown key '{shown(key)}'; {hint}allowed here: {', '.join(allowed)} (keys starting with x- are yours)"
+
+
+def _pydantic_message(error: Any) -> str:
+    loc, kind_ = tuple(error["loc"]), error["type"]
+    if len(loc) == 1 and loc[0] in _FLOORS and kind_ in _BOUND_ERRORS:
+        return _FLOORS[str(loc[0])].format(value=show(error["input"]))
+    if kind_ == "missing":
+        return f"required key '{loc[-1]}' is missing; add it here or under defaults"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if kind_ == "value_error":
+        return message
+    return f"{message.removeprefix('Input ')} (got {show(error['input'])})"
