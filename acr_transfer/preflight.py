@@ -91,9 +91,7 @@ def _sas_check(vault: Secrets, secret_uri: str, required: str, deadline: datetim
     return check, holder.get("sas")
 
 
-def check_export_side(
-    ctx: TransferContext, vault: Secrets, storage: Blobs, own_blobs: set[str]
-) -> list[Check]:
+def check_export_side(ctx: TransferContext, vault: Secrets, storage: Blobs, own_blobs: set[str]) -> list[Check]:
     """Export pipeline's secret and container, and that every export blob name is free."""
     export = ctx.export
     deadline = datetime.now(UTC) + timedelta(seconds=ctx.timeout_seconds)

@@ -13,6 +13,7 @@ from acr_transfer.context import resolve_configured
 from acr_transfer.models import TransferRequest
 from acr_transfer.progress import Notice, subscribe
 from acr_transfer.results import TransferResult
+from acr_transfer.steps import ArtifactStatus
 
 
 def build_request(routes_file: Path, route: str, artifacts: list[str], transfer_id: str, dry_run: bool = False):
@@ -72,10 +73,9 @@ def result_table(result: TransferResult) -> Table:
     for col in ("artifact", "batch", "export run", "import run", "status", "digest"):
         table.add_column(col)
     for r in result.rows:
-        colour = "green" if r.status == "verified" else "red"
-        table.add_row(
-            r.artifact, str(r.batch), r.export_run, r.import_run, f"[{colour}]{r.status}[/{colour}]", r.digest[:19]
-        )
+        colour = "green" if r.status is ArtifactStatus.VERIFIED else "red"
+        status = f"[{colour}]{r.status.value}[/{colour}]"
+        table.add_row(r.artifact, str(r.batch), r.export_run, r.import_run, status, r.digest[:19])
     return table
 
 

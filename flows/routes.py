@@ -11,6 +11,7 @@ running one (queues); ``sync-routes`` skips a busy route and says so in its summ
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 
 from prefect import flow, get_run_logger, tags, task
@@ -119,11 +120,19 @@ def import_route_blob(
         return import_blob(ImportRequest(route=rt, blob=blob, catalog_digest=catalog_digest))
 
 
+class RouteStatus(StrEnum):
+    """How one route of a sync ended."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
 class RouteOutcome(BaseModel):
     """One row of the sync-routes summary."""
 
     route: str
-    status: str  # succeeded | failed | skipped
+    status: RouteStatus
     transfer_id: str = ""
     verified: int = 0
     requested: int = 0
@@ -133,7 +142,7 @@ class RouteOutcome(BaseModel):
 @task(name="sync-route")
 def sync_route(route: str, routes_file: str | None) -> RouteOutcome:
     """One route of a sync: skipped when it is already transferring; never raises (failures are outcomes)."""
-    busy = RouteOutcome(route=route, status="skipped", message="a transfer of this route is still running")
+    busy = RouteOutcome(route=route, status=RouteStatus.SKIPPED, message="a transfer of this route is still running")
     if active_slots(route_lock_name(route)) > 0:
         return busy
     try:
@@ -151,14 +160,14 @@ def sync_route(route: str, routes_file: str | None) -> RouteOutcome:
     if isinstance(result, TransferResult):
         return RouteOutcome(
             route=route,
-            status="succeeded" if result.succeeded else "failed",
+            status=RouteStatus.SUCCEEDED if result.succeeded else RouteStatus.FAILED,
             transfer_id=result.transfer_id,
             verified=result.verified,
             requested=len(result.rows),
             message="; ".join(result.failures),
         )
     message = result.message if isinstance(result, AcrTransferError) else f"{type(result).__name__}: {result}"
-    return RouteOutcome(route=route, status="failed", message=redact(message)[:2000])
+    return RouteOutcome(route=route, status=RouteStatus.FAILED, message=redact(message)[:2000])
 
 
 @flow(name="sync-routes", task_runner=ThreadPoolTaskRunner(max_workers=100))  # type: ignore[arg-type]
@@ -191,17 +200,17 @@ def sync_routes(
         try:
             by_route[name] = done.result()
         except Exception as e:
-            by_route[name] = RouteOutcome(route=name, status="failed", message=redact(str(e))[:2000])
+            by_route[name] = RouteOutcome(route=name, status=RouteStatus.FAILED, message=redact(str(e))[:2000])
     outcomes = [by_route[n] for n in names]
     create_table_artifact(
         key="sync-routes-summary",
         table=[o.model_dump() for o in outcomes],
-        description=f"sync-routes: {sum(o.status == 'succeeded' for o in outcomes)} succeeded, "
-        f"{sum(o.status == 'failed' for o in outcomes)} failed, {sum(o.status == 'skipped' for o in outcomes)} skipped",
+        description="sync-routes: "
+        + ", ".join(f"{sum(o.status is status for o in outcomes)} {status}" for status in RouteStatus),
     )
     for o in outcomes:
-        log.info("route %s: %s %s", o.route, o.status, o.message)
-    failed = [o.route for o in outcomes if o.status == "failed"]
+        log.info("route %s: %s %s", o.route, o.status.value, o.message)
+    failed = [o.route for o in outcomes if o.status is RouteStatus.FAILED]
     if failed:
         raise AcrTransferError(f"sync-routes: route(s) {', '.join(failed)} failed; the others ran (see the summary)")
     return outcomes
