@@ -10,19 +10,30 @@
         ├── PreflightError         one or more preflight checks failed (all are listed)
         ├── AuthError              401/403: credential, RBAC, Key Vault access
         ├── NotFoundError          a pipeline, registry, secret, container or blob does not exist
+        ├── RequestRejectedError   any other 4xx (400, 409, 412, …): the service refused the request as sent
         ├── SasTokenError          a SAS is expired, lacks a permission, or is not https-only
         ├── RunFailedPermanent     a pipeline run failed for a reason that will not pass by itself
         ├── VerificationError      artifacts missing from the target, or digests differ
         └── RunTimeoutError        a run did not finish within the route's timeout
 
-``classify(exc)`` turns azure-core exceptions into these, keyed on HTTP status and the service's error
-code (never on the exception class alone: Azurite and Azure send different storage 403 codes).
+Two functions hold the HTTP knowledge, and an adapter uses them instead of growing its own map:
+
+- ``from_status(status, message, retry_after=…, code=…)`` is the one status table (401/403 auth, 404 not
+  found, 408/429/5xx transient, any other 4xx permanent); ``classify(exc)`` applies it to azure-core
+  exceptions, keyed on HTTP status and the service's error code (never on the exception class alone:
+  Azurite and Azure send different storage 403 codes); adapters speaking plain HTTP call it directly.
+- ``retry_after_seconds(value)`` is the one ``Retry-After`` parser (delta-seconds or HTTP-date, RFC 9110
+  §10.2.3); ``retry_after_from_headers(headers)`` adds Azure's ``retry-after-ms`` headers.
+
 Every message is scrubbed of SAS signatures before it is stored anywhere.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 SIG_RE = re.compile(r"(?i)(sig(?:=|%3D))[^&\s'\"]+")
@@ -118,6 +129,10 @@ class NotFoundError(PermanentError):
     """A resource does not exist."""
 
 
+class RequestRejectedError(PermanentError):
+    """The service refused the request as it was sent (400, 405, 409, 412, 422, …); sending it again cannot help."""
+
+
 class SasTokenError(PermanentError):
     """A SAS token is expired, not yet valid, lacks a permission or allows plain http."""
 
@@ -195,18 +210,56 @@ def classify(exc: BaseException, what: str) -> AcrTransferError:
     status = exc.status_code or 0
     code = _error_code(exc)
     detail = f"{what}: {status} {code}".rstrip() + f": {_first_line(exc)}"
-    retry_after = _retry_after(exc)
-    if status == 429:
-        return ThrottledError(detail, retry_after=retry_after, code=code, status=status)
-    if status >= 500 or status == 408:
-        return ServiceUnavailableError(detail, retry_after=retry_after, code=code, status=status)
-    if code in _STORAGE_AUTH_CODES or status == 403:
+    response = getattr(exc, "response", None)
+    error = from_status(
+        status, detail, retry_after=retry_after_from_headers(getattr(response, "headers", None)), code=code
+    )
+    if isinstance(error, (TransientError, AuthError)):
+        return error
+    # the status alone did not say auth or not-found (no status, or an unusual one): trust azure-core's class
+    if isinstance(exc, ClientAuthenticationError):
         return AuthError(detail, code=code, status=status)
-    if isinstance(exc, ClientAuthenticationError) or status == 401:
-        return AuthError(detail, code=code, status=status)
-    if isinstance(exc, ResourceNotFoundError) or status == 404:
+    if isinstance(exc, ResourceNotFoundError):
         return NotFoundError(detail, code=code, status=status)
-    return PermanentError(detail, code=code, status=status)
+    return error
+
+
+def from_status(
+    status: int, message: str, *, retry_after: float | None = None, code: str | None = None
+) -> AcrTransferError:
+    """The error for an HTTP error answer: the one status table of this project.
+
+    ====================================  ===========================================
+    429                                   ThrottledError (with ``retry_after``)
+    408, 5xx                              ServiceUnavailableError (with ``retry_after``)
+    a storage auth error code, 401, 403   AuthError
+    404                                   NotFoundError
+    any other 4xx                         RequestRejectedError
+    anything else (no status, 1xx-3xx)    PermanentError
+    ====================================  ===========================================
+
+    Args:
+        status: the HTTP status the service answered.
+        message: the whole error message: what was asked, of which resource, and what came back (the caller
+            knows the domain; this function only picks the class).
+        retry_after: seconds the service asked to wait (see :func:`retry_after_from_headers`); kept on
+            transient errors only, since a permanent one is never retried.
+        code: the service's error code (ARM ``error.code``, storage ``x-ms-error-code``), if any.
+
+    Returns:
+        The classified error, to raise.
+    """
+    if status == 429:
+        return ThrottledError(message, retry_after=retry_after, code=code, status=status)
+    if status >= 500 or status == 408:
+        return ServiceUnavailableError(message, retry_after=retry_after, code=code, status=status)
+    if code in _STORAGE_AUTH_CODES or status in (401, 403):
+        return AuthError(message, code=code, status=status)
+    if status == 404:
+        return NotFoundError(message, code=code, status=status)
+    if 400 <= status < 500:
+        return RequestRejectedError(message, code=code, status=status)
+    return PermanentError(message, code=code, status=status)
 
 
 def _first_line(exc: Any) -> str:
@@ -215,17 +268,49 @@ def _first_line(exc: Any) -> str:
     return str(message).strip().splitlines()[0] if message else ""
 
 
-def _retry_after(exc: Any) -> float | None:
-    response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None) or {}
-    for key in ("retry-after-ms", "x-ms-retry-after-ms"):
-        if key in headers:
-            try:
-                return float(headers[key]) / 1000
-            except ValueError:
-                pass
-    value = headers.get("Retry-After") if hasattr(headers, "get") else None
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
+_DELTA_SECONDS = re.compile(r"\d+(?:\.\d+)?")  # RFC 9110 allows whole seconds; fractions are read too
+
+
+def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds a ``Retry-After`` value asks to wait, in either form of RFC 9110: delta-seconds or HTTP-date.
+
+    Args:
+        value: the header's value (``"120"``, ``"1.5"``, ``"Wed, 21 Oct 2026 07:28:00 GMT"``), or None.
+        now: the time to count an HTTP-date from (default: the current UTC time); a naive value is UTC.
+
+    Returns:
+        The seconds to wait; 0 for a date already past; None when there is no value or it is neither form
+        (the caller's own backoff applies).
+    """
+    if value is None:
         return None
+    text = str(value).strip()
+    if _DELTA_SECONDS.fullmatch(text):
+        return float(text)
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when is None:  # pragma: no cover - Python < 3.10 returned None instead of raising
+        return None
+    now = now or datetime.now(UTC)
+    # an HTTP-date is always GMT; "-0000" or an asctime date parses naive
+    when = when if when.tzinfo else when.replace(tzinfo=UTC)
+    now = now if now.tzinfo else now.replace(tzinfo=UTC)
+    return max(0.0, (when - now).total_seconds())
+
+
+def retry_after_from_headers(headers: Mapping[str, str] | None, now: datetime | None = None) -> float | None:
+    """Seconds the service asked to wait: Azure's ``retry-after-ms`` / ``x-ms-retry-after-ms`` (milliseconds)
+    when present, else ``Retry-After`` (see :func:`retry_after_seconds`); None when it asked nothing usable.
+
+    ``headers`` may be any mapping; names are matched without regard to case.
+    """
+    if not headers:
+        return None
+    lowered = {str(k).lower(): v for k, v in headers.items()}
+    for key in ("retry-after-ms", "x-ms-retry-after-ms"):
+        ms = str(lowered.get(key, "")).strip()
+        if _DELTA_SECONDS.fullmatch(ms):
+            return float(ms) / 1000
+    return retry_after_seconds(lowered.get("retry-after"), now)

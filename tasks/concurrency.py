@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from acr_transfer.errors import retry_after_seconds
 from acr_transfer.settings import Settings
 
 log = logging.getLogger("acr_transfer.budget")
@@ -82,11 +83,9 @@ def active_slots(name: str) -> int:
 
 
 def _retry_after(response: httpx.Response, default: float) -> float:
-    """Prefect's 423 says when a slot frees up, in seconds."""
-    try:
-        return max(0.0, float(response.headers.get("Retry-After") or default))
-    except ValueError:
-        return default
+    """When Prefect's 423 says a slot frees up (seconds or an HTTP date); ``default`` when it does not say."""
+    seconds = retry_after_seconds(response.headers.get("Retry-After"))
+    return default if seconds is None else seconds
 
 
 class PrefectApi:

@@ -14,7 +14,14 @@ from typing import Any
 
 import httpx
 
-from acr_transfer.errors import AuthError, ServiceUnavailableError, ThrottledError
+from acr_transfer.errors import (
+    AuthError,
+    RequestRejectedError,
+    ServiceUnavailableError,
+    TransientError,
+    from_status,
+    retry_after_from_headers,
+)
 from acr_transfer.retry import call_with_retries
 from acr_transfer.settings import Settings, get_credential, get_settings
 
@@ -44,9 +51,12 @@ class RegistryDataPlane:
     def manifest_digest(self, login_server: str, repo: str, reference: str) -> str | None:
         """The digest ``repo:reference`` resolves to; None when it does not exist.
 
+        A 408, 429 or 5xx is retried (honouring ``Retry-After``); any other error answer is raised at once.
+
         Raises:
-            AuthError: the registry refused this identity.
-            ServiceUnavailableError: the registry could not be reached.
+            AuthError: the registry refused this identity (401/403, or the token exchange failed).
+            RequestRejectedError: the registry refused the request itself (400, 405, …).
+            TransientError: still throttled or unavailable after every attempt.
         """
         url = f"https://{login_server}/v2/{repo}/manifests/{reference}"
         what = f"read {repo}:{reference} on registry {login_server}"
@@ -62,21 +72,21 @@ class RegistryDataPlane:
         status = response.status_code
         if status == 404:
             return None
-        if status in (401, 403):
-            raise AuthError(f"registry {login_server} refused to show {repo}:{reference} to this identity (needs pull)")
-        if status == 429:
-            raise ThrottledError(
-                f"registry {login_server} throttled the read of {repo}:{reference}",
-                retry_after=_retry_after(response.headers.get("Retry-After")),
+        if status < 400:
+            return response.headers.get("Docker-Content-Digest")
+        asked = f"registry {login_server} answered {status} to HEAD {repo}:{reference}"
+        error = from_status(status, asked, retry_after=retry_after_from_headers(response.headers))
+        if isinstance(error, AuthError):
+            raise AuthError(
+                f"{asked}: it refused this identity; grant it pull (AcrPull) on the registry", status=status
+            )
+        if isinstance(error, RequestRejectedError):
+            raise RequestRejectedError(
+                f"{asked}: it rejected the request; check the repository name and the reference (a tag or "
+                "sha256:<64 hex digits>)",
                 status=status,
             )
-        if status >= 400:
-            raise ServiceUnavailableError(
-                f"registry {login_server}: {status} for {repo}:{reference}",
-                retry_after=_retry_after(response.headers.get("Retry-After")),
-                status=status,
-            )
-        return response.headers.get("Docker-Content-Digest")
+        raise error
 
     def _head(self, url: str, login_server: str, repo: str) -> httpx.Response:
         headers = {"Accept": ACCEPT}
@@ -105,7 +115,7 @@ class RegistryDataPlane:
                     data={"grant_type": "access_token", "service": service, "access_token": aad},
                 )
                 if r.status_code >= 400:
-                    raise AuthError(f"registry {login_server} refused the token exchange ({r.status_code})")
+                    raise _token_error(r, login_server, "the token exchange")
                 refresh = str(r.json()["refresh_token"])
                 self._refresh[login_server] = refresh
             r = self.http.post(
@@ -118,15 +128,24 @@ class RegistryDataPlane:
                 },
             )
             if r.status_code >= 400:
-                raise AuthError(f"registry {login_server} refused a pull token for {repo} ({r.status_code})")
+                raise _token_error(r, login_server, f"a pull token for {repo}")
             token = str(r.json()["access_token"])
             self._tokens[(login_server, repo)] = token
             return token
 
 
-def _retry_after(value: str | None) -> float | None:
-    """Retry-After in seconds (the registry sends seconds; an HTTP date is not honoured, the backoff applies)."""
-    try:
-        return max(0.0, float(value)) if value else None
-    except ValueError:
-        return None
+def _token_error(response: httpx.Response, login_server: str, step: str) -> Exception:
+    """A failed token request: transient when its status says so, else this identity was refused."""
+    status = response.status_code
+    error = from_status(
+        status,
+        f"registry {login_server} answered {status} to {step}",
+        retry_after=retry_after_from_headers(response.headers),
+    )
+    if isinstance(error, TransientError):
+        return error
+    return AuthError(
+        f"registry {login_server} refused {step} ({status}); check the identity this flow runs with and its "
+        "pull (AcrPull) role on the registry",
+        status=status,
+    )

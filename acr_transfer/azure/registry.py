@@ -20,7 +20,7 @@ from typing import Any
 
 from azure.core.rest import HttpRequest, HttpResponse
 
-from acr_transfer.errors import AcrTransferError, NotFoundError, classify
+from acr_transfer.errors import AcrTransferError, NotFoundError, classify, from_status, retry_after_from_headers
 from acr_transfer.settings import Settings, get_credential, get_settings
 
 PROVIDER = "Microsoft.ContainerRegistry"
@@ -289,21 +289,11 @@ class RegistryArm:
 
 
 def _http_error(response: HttpResponse, what: str) -> AcrTransferError:
-    """Turn an ARM error response into the project's hierarchy via azure-core's own exception."""
-    from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
-
-    exc_type = ResourceNotFoundError if response.status_code == 404 else HttpResponseError
-    exc = exc_type(response=response)
+    """Turn an ARM error response into the project's hierarchy (the one status table, ``from_status``)."""
     try:
         err = (response.json() or {}).get("error") or {}
     except (ValueError, json.JSONDecodeError):
         err = {}
     code, message = err.get("code"), err.get("message")
     detail = f"{what}: {response.status_code} {code or response.reason}: {message or response.text()[:300]}"
-    classified = classify(exc, what)
-    return type(classified)(detail, **_extra(classified), code=code or classified.code, status=response.status_code)
-
-
-def _extra(err: AcrTransferError) -> dict[str, Any]:
-    retry_after = getattr(err, "retry_after", None)
-    return {"retry_after": retry_after} if retry_after is not None else {}
+    return from_status(response.status_code, detail, retry_after=retry_after_from_headers(response.headers), code=code)

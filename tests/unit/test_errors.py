@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import pickle
+from datetime import UTC, datetime
 
 import pytest
 from azure.core.exceptions import (
@@ -27,6 +28,7 @@ from acr_transfer.errors import (
     NotFoundError,
     PermanentError,
     PreflightError,
+    RequestRejectedError,
     RunFailedPermanent,
     RunFailedTransient,
     RunTimeoutError,
@@ -36,7 +38,10 @@ from acr_transfer.errors import (
     TransientError,
     VerificationError,
     classify,
+    from_status,
     redact,
+    retry_after_from_headers,
+    retry_after_seconds,
     run_failure,
 )
 
@@ -75,7 +80,8 @@ def arm_error(
         ({"retry-after": "2.5"}, 2.5),
         ({"retry-after-ms": "1500"}, 1.5),
         ({"x-ms-retry-after-ms": "250"}, 0.25),
-        ({"Retry-After": "Wed, 21 Oct 2026 07:28:00 GMT"}, None),
+        ({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}, 0.0),  # an HTTP-date already past
+        ({"Retry-After": "soon"}, None),
         ({}, None),
     ],
 )
@@ -121,9 +127,10 @@ def test_404_is_not_found() -> None:
     assert error.message == "GET importPipelines/x: 404 ResourceNotFound: gone"
 
 
-def test_other_4xx_is_permanent() -> None:
+def test_other_4xx_is_a_rejected_request() -> None:
     error = classify(arm_error(400, "InvalidParameters", "bad run"), "PUT")
-    assert type(error) is PermanentError and error.code == "InvalidParameters"
+    assert type(error) is RequestRejectedError and isinstance(error, PermanentError)
+    assert error.code == "InvalidParameters" and not error.retryable
 
 
 @pytest.mark.parametrize(
@@ -150,6 +157,103 @@ def test_already_classified_errors_pass_through_and_others_are_permanent() -> No
 def test_classified_messages_never_carry_a_signature() -> None:
     error = classify(ServiceRequestError(f"cannot reach {URL}"), "GET")
     assert "TopSecret" not in error.message and "sig=REDACTED" in error.message
+
+
+# --- the status table ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        (400, RequestRejectedError),
+        (401, AuthError),
+        (403, AuthError),
+        (404, NotFoundError),
+        (405, RequestRejectedError),
+        (408, ServiceUnavailableError),
+        (409, RequestRejectedError),
+        (412, RequestRejectedError),
+        (429, ThrottledError),
+        (500, ServiceUnavailableError),
+        (503, ServiceUnavailableError),
+        (504, ServiceUnavailableError),
+    ],
+)
+def test_from_status_is_the_one_status_table(status: int, expected: type[AcrTransferError]) -> None:
+    error = from_status(status, f"registry r.azurecr.io answered {status} to HEAD demo/hello:v1", retry_after=2.0)
+    assert type(error) is expected
+    assert error.status == status and error.message == f"registry r.azurecr.io answered {status} to HEAD demo/hello:v1"
+    assert error.retryable is isinstance(error, TransientError) is (status in (408, 429) or status >= 500)
+    assert getattr(error, "retry_after", None) == (2.0 if error.retryable else None)
+
+
+def test_from_status_a_storage_auth_code_is_an_auth_error_whatever_the_4xx() -> None:
+    error = from_status(404, "copy x: 404 CannotVerifyCopySource", code="CannotVerifyCopySource")
+    assert type(error) is AuthError and error.code == "CannotVerifyCopySource"
+
+
+@pytest.mark.parametrize("status", [0, 200, 304])
+def test_from_status_without_an_error_status_is_plainly_permanent(status: int) -> None:
+    assert type(from_status(status, "odd answer")) is PermanentError
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 408, 409, 429, 500, 503])
+def test_classify_and_from_status_agree(status: int) -> None:
+    exc_type = ResourceNotFoundError if status == 404 else HttpResponseError
+    exc = exc_type(response=FakeResponse(status, {"error": {"code": "Code", "message": "words"}}))
+    assert type(classify(exc, "GET x")) is type(from_status(status, "GET x"))
+
+
+# --- Retry-After ----------------------------------------------------------------------------------------------------
+
+NOW = datetime(2026, 10, 21, 7, 28, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ("120", 120.0),
+        (" 7 ", 7.0),
+        ("0", 0.0),
+        ("1.5", 1.5),
+        ("Wed, 21 Oct 2026 07:28:30 GMT", 30.0),  # HTTP-date in the future
+        ("Wednesday, 21-Oct-26 07:29:00 GMT", 60.0),  # the obsolete RFC 850 form
+        ("Wed, 21 Oct 2026 07:00:00 GMT", 0.0),  # HTTP-date in the past
+        ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0),
+        ("soon", None),
+        ("-5", None),
+        ("1e3", None),
+        ("nan", None),
+        ("", None),
+        ("Wed, 21 Oct 99999 07:28:00 GMT", None),
+        (None, None),
+    ],
+)
+def test_retry_after_seconds_reads_both_forms(value: str | None, seconds: float | None) -> None:
+    assert retry_after_seconds(value, now=NOW) == seconds
+
+
+def test_retry_after_seconds_counts_a_date_from_now_by_default() -> None:
+    assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
+    assert (retry_after_seconds("Mon, 01 Jan 9999 00:00:00 GMT") or 0) > 1e11
+    naive_now = NOW.replace(tzinfo=None)  # a naive "now" is UTC
+    assert retry_after_seconds("Wed, 21 Oct 2026 07:28:10 GMT", now=naive_now) == 10.0
+
+
+@pytest.mark.parametrize(
+    ("headers", "seconds"),
+    [
+        ({"Retry-After": "3"}, 3.0),
+        ({"retry-after": "Wed, 21 Oct 2026 07:28:05 GMT"}, 5.0),
+        ({"Retry-After-Ms": "1500", "Retry-After": "9"}, 1.5),  # milliseconds win: they are more precise
+        ({"x-ms-retry-after-ms": "250"}, 0.25),
+        ({"retry-after-ms": "soon", "Retry-After": "9"}, 9.0),
+        ({}, None),
+        (None, None),
+    ],
+)
+def test_retry_after_from_headers(headers: dict[str, str] | None, seconds: float | None) -> None:
+    assert retry_after_from_headers(headers, now=NOW) == seconds
 
 
 # --- run failures -------------------------------------------------------------------------------------------------
@@ -221,6 +325,7 @@ EVERY_ERROR: list[AcrTransferError] = [
     PreflightError("2 checks failed", failures=["sas expired", {"check": "container"}], code="Preflight"),
     AuthError("403", code="AuthorizationFailure", status=403),
     NotFoundError("404", status=404),
+    RequestRejectedError("400", status=400),
     SasTokenError("expired"),
     RunFailedPermanent("run failed"),
     VerificationError("missing demo/hello:v1"),
