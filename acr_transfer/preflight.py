@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from acr_transfer.azure.registry import PipelineFacts, RegistryAddress
+from acr_transfer.azure.registry import PipelineFacts, ProvisioningState, RegistryAddress, StorageAccessMode
 from acr_transfer.context import TransferContext
 from acr_transfer.errors import AcrTransferError, NotFoundError, PermanentError
 from acr_transfer.ports import Blobs, PipelineRuns, Secrets
@@ -59,7 +59,7 @@ def check_pipeline(
         return Check(label, False, detail, f"create the {kind} pipeline or fix the route"), None
     except PermanentError as e:
         return Check(label, False, e.message, f"let this identity read the {kind} pipeline, or fix the route"), None
-    if facts.provisioning_state != "Succeeded":
+    if facts.provisioning_state != ProvisioningState.SUCCEEDED:
         return (
             Check(label, False, f"provisioningState is {facts.provisioning_state}", "re-create the pipeline"),
             facts,
@@ -97,7 +97,7 @@ def check_export_side(ctx: TransferContext, vault: Secrets, storage: Blobs, own_
     deadline = datetime.now(UTC) + timedelta(seconds=ctx.timeout_seconds)
     checks: list[Check] = []
     sas: SasToken | None = None
-    if export.storage_access_mode == "SasToken":
+    if export.storage_access_mode == StorageAccessMode.SAS_TOKEN:
         if not export.secret_uri:
             return [Check("export SAS secret", False, "the export pipeline has no keyVaultUri", "re-create it")]
         check, sas = _sas_check(vault, export.secret_uri, "rawl", deadline, _https(export.container_uri), "export")
@@ -131,7 +131,7 @@ def check_import_side(ctx: TransferContext, vault: Secrets, storage: Blobs) -> l
     deadline = datetime.now(UTC) + timedelta(seconds=ctx.timeout_seconds * 2)
     checks: list[Check] = []
     sas: SasToken | None = None
-    if imp.storage_access_mode == "SasToken":
+    if imp.storage_access_mode == StorageAccessMode.SAS_TOKEN:
         if not imp.secret_uri:
             return [Check("import SAS secret", False, "the import pipeline has no keyVaultUri", "re-create it")]
         needed = "rl" + ("d" if "DeleteSourceBlobOnSuccess" in imp.options else "")

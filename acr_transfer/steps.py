@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from acr_transfer.azure.registry import RegistryAddress, RunState
+from acr_transfer.azure.registry import RegistryAddress, RunState, StorageAccessMode
 from acr_transfer.azure.storage import BlobFacts
 from acr_transfer.context import TransferContext
 from acr_transfer.errors import ConfigError, PermanentError, RunTimeoutError, TransientError, VerificationError
@@ -58,7 +58,7 @@ def start_export(arm: PipelineRuns, storage: Blobs, vault: Secrets, ctx: Transfe
     if attempt > 1 and "OverwriteBlobs" not in export.options:
         # a failed attempt may have left a partial blob under the batch's name; the export SAS cannot delete
         # (sp=rawl), so a retry writes beside it
-        sas = _sas(vault, export.secret_uri) if export.storage_access_mode == "SasToken" else None
+        sas = _sas(vault, export.secret_uri) if export.storage_access_mode == StorageAccessMode.SAS_TOKEN else None
         if storage.blob_facts(export.container_uri, blob, sas) is not None:
             blob = _attempt_blob(blob, attempt)
     body = {
@@ -85,7 +85,7 @@ def bridge(storage: Blobs, vault: Secrets, ctx: TransferContext, export_run: Run
     if not ctx.bridged:
         return None
     export, imp = ctx.export, ctx.imp
-    if export.storage_access_mode != "SasToken":
+    if export.storage_access_mode != StorageAccessMode.SAS_TOKEN:
         raise PermanentError(
             f"route '{ctx.route.name}': bridging needs the export pipeline '{export.name}' in SasToken mode, because "
             "the copy source is read through a SAS; use a SasToken export pipeline or a shared container"

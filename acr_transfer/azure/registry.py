@@ -16,6 +16,7 @@ import json
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from azure.core.rest import HttpRequest, HttpResponse
@@ -25,7 +26,26 @@ from acr_transfer.settings import Settings, get_credential, get_settings
 
 PROVIDER = "Microsoft.ContainerRegistry"
 STORAGE_MODE_API = "2025-06-01-preview"  # the first api-version that reports storageAccessMode
-TERMINAL_FAILED = ("Failed", "Canceled")
+
+
+class ProvisioningState(StrEnum):
+    """ARM's provisioningState of a pipeline or run (values as ARM spells them)."""
+
+    CREATING = "Creating"
+    UPDATING = "Updating"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    CANCELED = "Canceled"
+
+
+class StorageAccessMode(StrEnum):
+    """How a pipeline's run reaches its storage container."""
+
+    SAS_TOKEN = "SasToken"
+    MANAGED_IDENTITY = "ManagedIdentity"
+
+
+TERMINAL_FAILED = (ProvisioningState.FAILED, ProvisioningState.CANCELED)
 
 
 @dataclass(frozen=True)
@@ -92,7 +112,7 @@ class RunState:
     @property
     def succeeded(self) -> bool:
         # a 200 + Succeeded provisioningState can still carry status Running: only both count
-        return self.provisioning_state == "Succeeded" and (self.status or "").lower() == "succeeded"
+        return self.provisioning_state == ProvisioningState.SUCCEEDED and (self.status or "").lower() == "succeeded"
 
     @property
     def terminal(self) -> bool:
@@ -142,7 +162,7 @@ def _pipeline_facts(body: dict[str, Any]) -> PipelineFacts:
         provisioning_state=props.get("provisioningState", ""),
         container_uri=(end.get("uri") or "").rstrip("/"),
         secret_uri=end.get("keyVaultUri") or None,
-        storage_access_mode=end.get("storageAccessMode") or "SasToken",
+        storage_access_mode=end.get("storageAccessMode") or StorageAccessMode.SAS_TOKEN,
         options=tuple(props.get("options") or ()),
         source_trigger=trigger,
     )
