@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 
 from acr_transfer.azure.registry import PipelineFacts, ProvisioningState, RegistryAddress, StorageAccessMode
 from acr_transfer.context import TransferContext
-from acr_transfer.errors import AcrTransferError, NotFoundError, PermanentError
+from acr_transfer.errors import AcrTransferError, NotFoundError, PermanentError, TransientError
 from acr_transfer.ports import Blobs, PipelineRuns, Secrets
 from acr_transfer.refs import ArtifactRef
 from acr_transfer.sas import SasToken, sas_problems
@@ -216,6 +216,8 @@ def check_artifacts(
                             "enable OverwriteTags on the import pipeline, or transfer under another tag",
                         )
                     )
+        except TransientError:
+            raise  # the registry may answer later: the check is retried, not reported as unreadable
         except AcrTransferError as e:
             unchecked.append(f"{ref} ({e.message})")
 

@@ -115,7 +115,7 @@ def is_tag(name: str) -> bool:
 
 RunKind = Literal["export", "import"]
 _PREFIX: dict[str, RunKind] = {"x": "export", "i": "import"}
-_RUN = re.compile(r"(?P<kind>[xi])(?P<tid>[a-z0-9]{6,20})b(?P<batch>\d{3})a(?P<attempt>\d+)")
+_RUN = re.compile(r"(?P<kind>[xi])(?P<tid>[a-z0-9]{6,20})b(?P<batch>\d{3,})a(?P<attempt>\d+)")
 ACR_NAME = re.compile(r"[A-Za-z0-9]{5,50}")
 
 

@@ -90,7 +90,9 @@ def bridge(storage: Blobs, vault: Secrets, ctx: TransferContext, export_run: Run
             f"route '{ctx.route.name}': bridging needs the export pipeline '{export.name}' in SasToken mode, because "
             "the copy source is read through a SAS; use a SasToken export pipeline or a shared container"
         )
-    blob = export_run.blob or ""
+    blob = export_run.blob
+    if not blob:
+        raise PermanentError(f"export run '{export_run.name}' names no blob to bridge; its request has no target name")
     source_sas = _sas(vault, export.secret_uri)
     target_sas = vault.sas(ctx.route.bridge.secret_uri)[1] if ctx.route.bridge.secret_uri else None
     return storage.copy_blob(export.container_uri, blob, source_sas, imp.container_uri, target_sas)
@@ -278,11 +280,15 @@ def compare_digests(
 
 
 def own_blobs(arm: PipelineRuns, ctx: TransferContext) -> set[str]:
-    """Blob names this transfer's own exports (Succeeded, or still running) write: a resume must not call
-    them taken."""
+    """Blob names this transfer's own export attempts wrote or write: a resume must not call them taken.
+
+    A batch with any attempt is ours under its base name too: a failed attempt may have left a partial blob
+    there, and :func:`start_export` then writes the next attempt beside it.
+    """
     names = set()
     for batch in ctx.plan.batches:
-        mine = current(attempts(arm, ctx.source, functools.partial(batch.export_run, ctx.transfer_id)))
-        if mine is not None and mine.blob:
-            names.add(mine.blob)
+        found = attempts(arm, ctx.source, functools.partial(batch.export_run, ctx.transfer_id))
+        if found:
+            names.add(batch.blob_name)
+            names.update(r.blob for r in found if r.blob)
     return names
