@@ -14,31 +14,39 @@ Handled Azure event types are ``Microsoft.Storage.BlobCreated`` and ``Microsoft.
 (:class:`AzureEventType`); others are counted as ignored. Every event of a body is validated before any is
 handed on, so one bad event refuses the whole body with a :class:`DeliveryError` saying what was wrong.
 
-**Prefect events and resource ids** (triggers in prefect.yaml match these exactly; names lower-cased). Each
+**Prefect events and resource ids** (names from :mod:`acr_transfer.events`, the one list of every event
+and resource id acr-transfer names; triggers in prefect.yaml match these exactly; names lower-cased). Each
 Prefect event id is ``uuid5(EVENT_ID_NAMESPACE, <delivery id>)``, so a re-sent delivery keeps its id:
 
-- ``acr-transfer.blob.created`` (from ``data.url``: ``https://<account>.blob.core.windows.net/<container>/<blob>``,
+- ``acr.transfer.blob.created`` (from ``data.url``: ``https://<account>.blob.core.windows.net/<container>/<blob>``,
   or path-style ``https://127.0.0.1:<port>/<account>/<container>/<blob>`` when the host is an IP or localhost)
 
-  - resource ``acr-transfer.container.<account>.<container>`` (name ``<account>/<container>``, labels
-    ``acr-transfer.account`` and ``acr-transfer.container``)
-  - related ``acr-transfer.blob.<account>.<container>.<blob>``, role ``blob``
+  - resource ``acr.transfer.container.<account>.<container>`` (name ``<account>/<container>``, labels
+    ``acr.transfer.account`` and ``acr.transfer.container``)
+  - related ``acr.transfer.blob.<account>.<container>.<blob>``, role ``blob``
   - payload ``blob`` (path within the container), ``url`` (query string removed: a SAS never reaches
     Prefect), ``content_length``, ``content_type``, ``delivery_id``
 
-- ``acr-transfer.image.pushed`` (Event Grid/CloudEvents ImagePushed: registry = last segment of the topic or
+- ``acr.transfer.image.pushed`` (Event Grid/CloudEvents ImagePushed: registry = last segment of the topic or
   source, an ARM id; or an ACR webhook ``push``, registry = the ``/acr/{registry}`` path; either falls back
   to the first label of ``request.host`` when that is not a plain 5-50 character name)
 
-  - resource ``acr-transfer.registry.<registry>`` (name ``<registry>``)
-  - related ``acr-transfer.repository.<registry>.<repository>``, role ``repository``
+  - resource ``acr.transfer.registry.<registry>`` (name ``<registry>``)
+  - related ``acr.transfer.repository.<registry>.<repository>``, role ``repository``
   - payload ``registry``, ``repository``, ``tag``, ``digest``, ``artifact`` (``repo:tag``, or ``repo@digest``
     when pushed by digest), ``delivery_id``
 
+**When it happened.** An event's ``occurred`` is the sender's time (``eventTime``, CloudEvents ``time``, the
+webhook's ``timestamp``), unless that lies more than :data:`MAX_CLOCK_SKEW` after ``received``, the time the
+receiver took the body: then ``occurred`` is ``received`` and the payload keeps the sender's time as
+``sender_time``. A sender whose clock runs ahead would otherwise date an event in the future, where Prefect's
+event feed does not show it yet and a trigger's ``within`` window, opened by it, absorbs the next real
+events. An unreadable or absent time leaves ``occurred`` to Prefect (when it takes the event).
+
 A trigger on new blobs in one container, for example::
 
-    match: {prefect.resource.id: "acr-transfer.container.targetstorage.transfer"}
-    expect: [acr-transfer.blob.created]
+    match: {prefect.resource.id: "acr.transfer.container.targetstorage.transfer"}
+    expect: [acr.transfer.blob.created]
     parameters: {blob: "{{ event.payload.blob }}"}
 """
 
@@ -48,20 +56,21 @@ import ipaddress
 import json
 import re
 import uuid
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from acr_transfer.events import (
+    EventName,
+    Label,
+    blob_resource_id,
+    container_resource_id,
+    registry_resource_id,
+    repository_resource_id,
+)
 from acr_transfer.refs import ACR_NAME, ANY_DIGEST, ArtifactRef, is_repository, is_tag
-
-
-class EventName(StrEnum):
-    """The Prefect events this receiver emits (what deployment triggers ``expect``)."""
-
-    BLOB_CREATED = "acr-transfer.blob.created"
-    IMAGE_PUSHED = "acr-transfer.image.pushed"
 
 
 class AzureEventType(StrEnum):
@@ -82,9 +91,9 @@ class WebhookAction(StrEnum):
     CHART_DELETE = "chart_delete"
 
 
-BLOB_CREATED = EventName.BLOB_CREATED
-IMAGE_PUSHED = EventName.IMAGE_PUSHED
 EVENT_ID_NAMESPACE = uuid.UUID("17f4c49d-c58e-40c0-b6ac-1337bf88465b")
+MAX_CLOCK_SKEW = timedelta(seconds=5)
+"""How far a sender's time may lie after the receive time before the receive time dates the event instead."""
 
 _ACCOUNT = re.compile(r"[a-z0-9]{3,24}")
 _CONTAINER = re.compile(r"\$root|\$web|\$logs|[a-z0-9][a-z0-9-]{1,61}[a-z0-9]")
@@ -148,6 +157,14 @@ def _parse_time(value: Any) -> datetime | None:
         return None
 
 
+def _dated(event: ReceivedEvent, received: datetime) -> ReceivedEvent:
+    """``event`` dated on the receiver's clock when the sender's lies ahead of it (see "When it happened")."""
+    if event.occurred is None or event.occurred <= received + MAX_CLOCK_SKEW:
+        return event
+    payload = {**event.payload, "sender_time": event.occurred.isoformat()}
+    return replace(event, occurred=received, payload=payload)
+
+
 def _event_id(delivery_id: str) -> str:
     return str(uuid.uuid5(EVENT_ID_NAMESPACE, delivery_id))
 
@@ -203,7 +220,7 @@ def parse_blob_url(url: str) -> tuple[str, str, str, str]:
 
 
 def blob_created(delivery_id: str, data: dict[str, Any], occurred: datetime | None) -> ReceivedEvent:
-    """The ``acr-transfer.blob.created`` event for a BlobCreated delivery's ``data``.
+    """The ``acr.transfer.blob.created`` event for a BlobCreated delivery's ``data``.
 
     Raises:
         DeliveryError: ``data.url`` is not a blob URL, or ``contentLength`` / ``contentType`` are malformed.
@@ -218,14 +235,12 @@ def blob_created(delivery_id: str, data: dict[str, Any], occurred: datetime | No
     return ReceivedEvent(
         event=EventName.BLOB_CREATED,
         resource={
-            "prefect.resource.id": f"acr-transfer.container.{account}.{container}",
+            "prefect.resource.id": container_resource_id(account, container),
             "prefect.resource.name": f"{account}/{container}",
-            "acr-transfer.account": account,
-            "acr-transfer.container": container,
+            Label.ACCOUNT: account,
+            Label.CONTAINER: container,
         },
-        related=[
-            {"prefect.resource.id": f"acr-transfer.blob.{account}.{container}.{blob}", "prefect.resource.role": "blob"}
-        ],
+        related=[{"prefect.resource.id": blob_resource_id(account, container, blob), "prefect.resource.role": "blob"}],
         payload={
             "blob": blob,
             "url": url,
@@ -274,7 +289,7 @@ def _pushed_target(target: dict[str, Any]) -> tuple[str, str | None, str | None]
 def image_pushed(
     delivery_id: str, registry_hint: str, data: dict[str, Any], occurred: datetime | None
 ) -> ReceivedEvent:
-    """The ``acr-transfer.image.pushed`` event for an ImagePushed ``data`` or an ACR webhook ``push`` body.
+    """The ``acr.transfer.image.pushed`` event for an ImagePushed ``data`` or an ACR webhook ``push`` body.
 
     Raises:
         DeliveryError: no registry name, or ``target`` lacks a valid repository and tag or digest.
@@ -286,12 +301,9 @@ def image_pushed(
     artifact = ArtifactRef(repository, tag=tag) if tag is not None else ArtifactRef(repository, digest=digest)
     return ReceivedEvent(
         event=EventName.IMAGE_PUSHED,
-        resource={"prefect.resource.id": f"acr-transfer.registry.{registry}", "prefect.resource.name": registry},
+        resource={"prefect.resource.id": registry_resource_id(registry), "prefect.resource.name": registry},
         related=[
-            {
-                "prefect.resource.id": f"acr-transfer.repository.{registry}.{repository}",
-                "prefect.resource.role": "repository",
-            }
+            {"prefect.resource.id": repository_resource_id(registry, repository), "prefect.resource.role": "repository"}
         ],
         payload={
             "registry": registry,
@@ -348,8 +360,13 @@ def _event_items(doc: Any, content_type: str) -> list[Any]:
     return items
 
 
-def read_eventgrid(body: bytes, content_type: str) -> Batch:
+def read_eventgrid(body: bytes, content_type: str, *, received: datetime) -> Batch:
     """Every event of an Event Grid or CloudEvents delivery, validated before any is emitted.
+
+    Args:
+        body: the request body.
+        content_type: the request's ``Content-Type`` (the CloudEvents media types promise a shape).
+        received: when the receiver took the body (timezone-aware); dates events the sender dated later.
 
     Raises:
         DeliveryError: the body is not JSON, or not the shape its content type promises.
@@ -362,17 +379,21 @@ def read_eventgrid(body: bytes, content_type: str) -> Batch:
             batch.validation_code = _field(_object(item, "data", where), "validationCode", f"{where}.data")
             return batch
         if env.kind == AzureEventType.BLOB_CREATED:
-            batch.events.append(blob_created(env.delivery_id, _object(item, "data", where), env.occurred))
+            event = blob_created(env.delivery_id, _object(item, "data", where), env.occurred)
         elif env.kind == AzureEventType.IMAGE_PUSHED:
             hint = env.source.rstrip("/").rsplit("/", 1)[-1] if isinstance(env.source, str) else ""
-            batch.events.append(image_pushed(env.delivery_id, hint, _object(item, "data", where), env.occurred))
+            event = image_pushed(env.delivery_id, hint, _object(item, "data", where), env.occurred)
         else:
             batch.ignored += 1
+            continue
+        batch.events.append(_dated(event, received))
     return batch
 
 
-def read_acr_webhook(body: bytes, registry_hint: str) -> Batch:
+def read_acr_webhook(body: bytes, registry_hint: str, *, received: datetime) -> Batch:
     """The event of a native ACR webhook body (``registry_hint``: the ``/acr/{registry}`` path segment).
+
+    ``received`` is when the receiver took the body (timezone-aware), as for :func:`read_eventgrid`.
 
     Raises:
         DeliveryError: the body is not JSON, not an object, or a ``push`` without a valid target.
@@ -383,4 +404,5 @@ def read_acr_webhook(body: bytes, registry_hint: str) -> Batch:
     if _field(doc, "action", "body", max_len=64) != WebhookAction.PUSH:
         return Batch(ignored=1)
     delivery_id = _field(doc, "id", "body", max_len=256) or ""
-    return Batch(events=[image_pushed(delivery_id, registry_hint, doc, _parse_time(doc.get("timestamp")))])
+    event = image_pushed(delivery_id, registry_hint, doc, _parse_time(doc.get("timestamp")))
+    return Batch(events=[_dated(event, received)])

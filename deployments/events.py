@@ -19,6 +19,10 @@ become is :mod:`deployments.deliveries`' docstring:
 Event types other than BlobCreated and ImagePushed are acknowledged (200), ignored and counted in
 ``app.state.counters`` (keyed by :class:`Outcome`).
 
+**The clock.** The receiver notes when it takes each request (``create_app(clock=...)``, UTC now by
+default); an event its sender dates more than a few seconds after that is dated at receipt instead, with the
+sender's time in ``payload["sender_time"]`` and a warning in the log (the deliveries docstring says why).
+
 **The key.** Every request to ``/eventgrid`` and ``/acr/…`` carries the shared secret (``serve`` reads it
 from ``ACR_TRANSFER_EVENTS_SECRET``) in the ``code`` query parameter or the ``x-events-key`` header.
 Without it the answer is 401 before the body is read. The secret is never logged or echoed: request lines
@@ -62,6 +66,7 @@ import threading
 import uuid
 from collections import Counter, OrderedDict
 from collections.abc import Callable
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -130,12 +135,20 @@ _NO_KEY = "missing or wrong key (?code= or x-events-key)"
 class _Receiver:
     """State and endpoints of one app: the key, the body limit, the de-duplication LRU, counters."""
 
-    def __init__(self, secret: str, max_body_bytes: int, dedupe_size: int, emit: Callable[[ReceivedEvent], None]):
+    def __init__(
+        self,
+        secret: str,
+        max_body_bytes: int,
+        dedupe_size: int,
+        emit: Callable[[ReceivedEvent], None],
+        clock: Callable[[], datetime],
+    ):
         self._secret = secret
         self._key_digest = hashlib.sha256(secret.encode()).digest()
         self.max_body_bytes = max_body_bytes
         self.dedupe_size = dedupe_size
         self.emit = emit
+        self.clock = clock
         self.seen: OrderedDict[str, None] = OrderedDict()
         self.counters: Counter[Outcome] = Counter()
 
@@ -205,10 +218,10 @@ class _Receiver:
             return self._refuse(request, 401, _NO_KEY, Outcome.UNAUTHORIZED)
         if request.method == "OPTIONS":
             return self._handshake(request)
-        content_type = request.headers.get("content-type", "")
+        received, content_type = self.clock(), request.headers.get("content-type", "")
         batch = await self._read(
             request,
-            lambda body: read_eventgrid(body, content_type),
+            lambda body: read_eventgrid(body, content_type, received=received),
             "an Event Grid delivery",
             "the delivery could not be read",
         )
@@ -224,10 +237,10 @@ class _Receiver:
             return self._refuse(request, 401, _NO_KEY, Outcome.UNAUTHORIZED)
         if request.method != "POST":
             return self._refuse(request, 405, "only POST is accepted here", Outcome.REJECTED)
-        registry = request.path_params["registry"]
+        received, registry = self.clock(), request.path_params["registry"]
         batch = await self._read(
             request,
-            lambda body: read_acr_webhook(body, registry),
+            lambda body: read_acr_webhook(body, registry, received=received),
             "an ACR webhook",
             "the webhook body could not be read",
         )
@@ -243,6 +256,10 @@ class _Receiver:
                 duplicates += 1
                 self.counters[Outcome.DUPLICATE] += 1
                 continue
+            if "sender_time" in event.payload:
+                log.warning("%s (delivery %s) is dated %s by its sender, ahead of this receiver's clock: stored as"
+                            " received, %s; check the sender's clock", event.event, event.payload.get("delivery_id"),
+                            event.payload["sender_time"], event.occurred)  # fmt: skip
             try:  # in a thread: a slow Prefect API must not stall the other deliveries
                 await asyncio.to_thread(self.emit, event)
             except Exception as exc:
@@ -274,12 +291,17 @@ async def _healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 def create_app(
     secret: str,
     *,
     max_body_bytes: int = 1_048_576,
     dedupe_size: int = 10_000,
     emit: Callable[[ReceivedEvent], None] | None = None,
+    clock: Callable[[], datetime] = _utc_now,
 ) -> Starlette:
     """The receiver as an ASGI app (see the module docstring); ``app.state.counters`` counts what it did.
 
@@ -288,13 +310,15 @@ def create_app(
         max_body_bytes: larger bodies are refused with 413.
         dedupe_size: how many recent delivery ids are remembered to drop repeats (0: none).
         emit: called in a worker thread with each event to hand on; default ``emit_to_prefect``.
+        clock: the receive time of a request (timezone-aware); an event its sender dates more than
+            ``deliveries.MAX_CLOCK_SKEW`` later is dated at that time instead.
 
     Raises:
         ValueError: ``secret`` is empty.
     """
     if not secret:
         raise ValueError("the event receiver needs a non-empty shared secret")
-    receiver = _Receiver(secret, max_body_bytes, dedupe_size, emit or emit_to_prefect)
+    receiver = _Receiver(secret, max_body_bytes, dedupe_size, emit or emit_to_prefect, clock)
     app = Starlette(
         routes=[
             Route("/healthz", _healthz, methods=["GET"]),
@@ -326,7 +350,8 @@ def serve(host: str, port: int) -> None:
     if not logging.getLogger().handlers:
         logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log.setLevel(logging.INFO)
-    log.info("event receiver on http://%s:%d (POST /eventgrid, POST /acr/{registry}, GET /healthz)", host, port)
+    # the URL last: the UI's and terminals' auto-linking would take punctuation after it into the link
+    log.info("event receiver (POST /eventgrid, POST /acr/{registry}, GET /healthz) on http://%s:%d", host, port)
     app = create_app(secret)
     # uvicorn re-raises SIGTERM/SIGINT once it has shut down, which would end the process before Prefect's
     # queue is drained: a no-op handler for that moment makes the stop clean (exit 0, queue handed over)

@@ -8,6 +8,7 @@ from prefect.events import emit_event
 
 from acr_transfer.context import TransferContext
 from acr_transfer.errors import redact
+from acr_transfer.events import EventName, Label, transfer_resource_id
 from acr_transfer.results import TransferResult, markdown
 from tasks import clients
 
@@ -26,14 +27,15 @@ def _resources(ctx: TransferContext, blobs: list[str]) -> list[dict[str, str]]:
     return related
 
 
-def emit(ctx: TransferContext, event: str, blobs: list[str], **payload: object) -> None:
-    """A Prefect event about this transfer, with the registries and blobs as related resources."""
+def emit(ctx: TransferContext, event: EventName, blobs: list[str], **payload: object) -> None:
+    """A Prefect event about this transfer (resource ``acr.transfer.transfer.<id>``), with the registries
+    and blobs as related resources; ``acr_transfer/events.py`` lists the names."""
     emit_event(
         event=event,
         resource={
-            "prefect.resource.id": f"acr-transfer.transfer.{ctx.transfer_id}",
+            "prefect.resource.id": transfer_resource_id(ctx.transfer_id),
             "prefect.resource.name": f"{ctx.route.name}/{ctx.transfer_id}",
-            "acr-transfer.route": ctx.route.name,
+            Label.ROUTE: ctx.route.name,
         },
         related=_resources(ctx, blobs),
         payload={"route": ctx.route.name, "transfer_id": ctx.transfer_id, **payload},
@@ -51,7 +53,7 @@ def publish_result(ctx: TransferContext, result: TransferResult) -> TransferResu
     )
     create_markdown_artifact(key=f"{key}-summary", markdown=redact(markdown(result)))
     if not result.dry_run:
-        event = "acr.transfer.imported" if result.succeeded else "acr.transfer.failed"
+        event = EventName.IMPORTED if result.succeeded else EventName.FAILED
         emit(
             ctx,
             event,
@@ -74,7 +76,8 @@ def clean_up_blob(ctx: TransferContext, blob: str) -> bool:
     try:
         deleted = clients.shared().storage.delete_blob(export.container_uri, blob, None)
     except Exception as e:
-        log.warning("could not delete export blob %s in %s: %s", blob, export.container_uri, redact(str(e)))
+        # the container URI last: the UI's auto-linking would take a ':' after it into the link
+        log.warning("could not delete export blob %s: %s — it stays in %s", blob, redact(str(e)), export.container_uri)
         return False
     log.info("deleted export blob %s from %s", blob, export.container_uri)
     return deleted

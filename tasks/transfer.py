@@ -15,6 +15,7 @@ from acr_transfer.azure.registry import RegistryAddress, RunState
 from acr_transfer.azure.storage import BlobFacts
 from acr_transfer.context import TransferContext, resolve_configured
 from acr_transfer.errors import run_failure
+from acr_transfer.events import EventName
 from acr_transfer.models import ImportRequest, TransferRequest
 from acr_transfer.naming import BatchPlan, derive_transfer_id, normalise_artifacts
 from acr_transfer.progress import Notice, report
@@ -80,7 +81,7 @@ def export_batch(ctx: TransferContext, batch: BatchPlan) -> RunState:
     final = _watch(ctx, ctx.source, run, batch, "export")
     emit(
         ctx,
-        "acr.transfer.exported",
+        EventName.EXPORTED,
         [final.blob_uri or final.blob or ""],
         batch=batch.index,
         run=final.name,
@@ -185,5 +186,5 @@ def import_single_blob(ctx: TransferContext, request: ImportRequest) -> Transfer
     result = TransferResult(
         route=ctx.route.name, transfer_id=ctx.transfer_id, succeeded=True, rows=rows, blobs=[request.blob]
     )
-    emit(ctx, "acr.transfer.imported", [request.blob], run=final.name, imported=list(final.imported_artifacts))
+    emit(ctx, EventName.IMPORTED, [request.blob], run=final.name, imported=list(final.imported_artifacts))
     return result

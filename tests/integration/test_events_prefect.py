@@ -1,6 +1,7 @@
 """The event receiver against a real Prefect server: keyed deliveries become stored Prefect events with the
 documented names, resource ids and payloads (and no SAS); unkeyed ones become nothing; a repeated event id is
-stored and acted on once; ``python -m deployments.events`` serves over HTTP without logging its key."""
+stored and acted on once; a delivery its sender dates in the future is stored at its receive time;
+``python -m deployments.events`` serves over HTTP without logging its key."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import signal
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -116,18 +117,18 @@ def test_keyed_deliveries_become_prefect_events() -> None:
     }
     assert deliver(app, f"/acr/{registry}", acr_push(push_delivery, "demo/hello", "v1")).json()["emitted"] == 1
 
-    [blob] = wait_for(by_resource(f"acr-transfer.container.{account}.transfer"))
-    assert blob.event == "acr-transfer.blob.created"
+    [blob] = wait_for(by_resource(f"acr.transfer.container.{account}.transfer"))
+    assert blob.event == "acr.transfer.blob.created"
     assert blob.id == uuid.uuid5(EVENT_ID_NAMESPACE, blob_delivery)
     assert dict(blob.resource.root) == {
-        "prefect.resource.id": f"acr-transfer.container.{account}.transfer",
+        "prefect.resource.id": f"acr.transfer.container.{account}.transfer",
         "prefect.resource.name": f"{account}/transfer",
-        "acr-transfer.account": account,
-        "acr-transfer.container": "transfer",
+        "acr.transfer.account": account,
+        "acr.transfer.container": "transfer",
     }
     # ours only: Prefect's events worker may attach flow-run resources of this test process's earlier flows
     assert [dict(r.root) for r in blob.related if not r.id.startswith("prefect.")] == [
-        {"prefect.resource.id": f"acr-transfer.blob.{account}.transfer.demo/x1b1.tar", "prefect.resource.role": "blob"}
+        {"prefect.resource.id": f"acr.transfer.blob.{account}.transfer.demo/x1b1.tar", "prefect.resource.role": "blob"}
     ]
     assert blob.payload == {
         "blob": "demo/x1b1.tar",
@@ -137,11 +138,11 @@ def test_keyed_deliveries_become_prefect_events() -> None:
         "delivery_id": blob_delivery,
     }
 
-    [push] = wait_for(by_resource(f"acr-transfer.registry.{registry}"))
-    assert push.event == "acr-transfer.image.pushed"
+    [push] = wait_for(by_resource(f"acr.transfer.registry.{registry}"))
+    assert push.event == "acr.transfer.image.pushed"
     assert push.id == uuid.uuid5(EVENT_ID_NAMESPACE, push_delivery)
     assert push.resource.name == registry
-    assert push.related[0].id == f"acr-transfer.repository.{registry}.demo/hello"
+    assert push.related[0].id == f"acr.transfer.repository.{registry}.demo/hello"
     assert push.payload == {
         "registry": registry,
         "repository": "demo/hello",
@@ -155,6 +156,20 @@ def test_keyed_deliveries_become_prefect_events() -> None:
     assert SIG not in dump and "sig=" not in dump and SECRET not in dump
 
 
+def test_a_delivery_dated_an_hour_ahead_is_stored_at_its_receive_time() -> None:
+    """A sender's clock an hour fast: the stored event is dated now (so the feed shows it and no trigger window
+    opens an hour ahead), with the sender's time in the payload."""
+    app = create_app(SECRET, emit=emit_to_prefect)
+    registry, ahead = f"ahead{RUN}", datetime.now(UTC) + timedelta(hours=1)
+    body = acr_push(f"ahead-{RUN}", "demo/ahead", "v1")
+    body["timestamp"] = ahead.isoformat()
+    assert deliver(app, f"/acr/{registry}", body).json()["emitted"] == 1
+    [event] = wait_for(by_resource(f"acr.transfer.registry.{registry}"))  # Prefect reads up to now by default
+    assert event.event == "acr.transfer.image.pushed"
+    assert abs(event.occurred - datetime.now(UTC)) < timedelta(minutes=1)
+    assert event.payload["sender_time"] == ahead.isoformat()
+
+
 def test_an_unkeyed_delivery_produces_no_event() -> None:
     app = create_app(SECRET, emit=emit_to_prefect)
     unkeyed, control = f"nokey{RUN}", f"control{RUN}"
@@ -164,8 +179,8 @@ def test_an_unkeyed_delivery_produces_no_event() -> None:
     assert deliver(app, "/acr/x", acr_push(f"nokey-push-{RUN}", "nokey", "v1"), None).status_code == 401
     # the control is emitted after them through the same client: once it is stored, theirs would be too
     assert deliver(app, "/eventgrid", [blob_created(control, "transfer", "a.tar", f"control-{RUN}")]).status_code == 200
-    assert len(wait_for(by_resource(f"acr-transfer.container.{control}.transfer"))) == 1
-    assert by_resource(f"acr-transfer.container.{unkeyed}.transfer")() == []
+    assert len(wait_for(by_resource(f"acr.transfer.container.{control}.transfer"))) == 1
+    assert by_resource(f"acr.transfer.container.{unkeyed}.transfer")() == []
     assert stored_with_delivery(f"nokey-push-{RUN}") == []
 
 
@@ -185,8 +200,8 @@ def test_the_server_keeps_and_acts_on_a_repeated_event_id_once() -> None:
 
     account = f"dup{RUN}"
     trigger = EventTrigger(
-        match={"prefect.resource.id": f"acr-transfer.container.{account}.*"},
-        expect={"acr-transfer.blob.created"},
+        match={"prefect.resource.id": f"acr.transfer.container.{account}.*"},
+        expect={"acr.transfer.blob.created"},
         posture=Posture.Reactive,
         threshold=1,
     )
@@ -238,7 +253,7 @@ def test_served_over_http_without_logging_the_key(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         returncode = proc.wait(timeout=30)
-    [event] = wait_for(by_resource(f"acr-transfer.registry.{registry}"))  # drained by the receiver as it stopped
+    [event] = wait_for(by_resource(f"acr.transfer.registry.{registry}"))  # drained by the receiver as it stopped
     assert event.payload["artifact"] == "demo/served:v2"
     output = log_file.read_text()
     assert returncode == 0, output  # a clean stop on SIGTERM, after handing its queue to Prefect

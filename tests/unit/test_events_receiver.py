@@ -12,6 +12,7 @@ import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -21,13 +22,7 @@ from hypothesis import strategies as st
 from starlette.applications import Starlette
 
 from acr_transfer.errors import ConfigError
-from deployments.deliveries import (
-    BLOB_CREATED,
-    EVENT_ID_NAMESPACE,
-    IMAGE_PUSHED,
-    ReceivedEvent,
-    parse_blob_url,
-)
+from deployments.deliveries import EVENT_ID_NAMESPACE, ReceivedEvent, parse_blob_url
 from deployments.events import create_app, serve
 
 SECRET = "test-events-key-9f3c1e7a5b"
@@ -240,16 +235,16 @@ def test_blob_created_in_the_event_grid_schema() -> None:
     response = post(client, "/eventgrid", [eventgrid_blob(f"{url}?{SAS}")])
     assert response.status_code == 200 and response.json() == {"emitted": 1, "duplicates": 0, "ignored": 0}
     [event] = recorder.events
-    assert event.event == BLOB_CREATED
+    assert event.event == "acr.transfer.blob.created"
     assert event.resource == {
-        "prefect.resource.id": "acr-transfer.container.mystorageaccount.transfer",
+        "prefect.resource.id": "acr.transfer.container.mystorageaccount.transfer",
         "prefect.resource.name": "mystorageaccount/transfer",
-        "acr-transfer.account": "mystorageaccount",
-        "acr-transfer.container": "transfer",
+        "acr.transfer.account": "mystorageaccount",
+        "acr.transfer.container": "transfer",
     }
     assert event.related == [
         {
-            "prefect.resource.id": "acr-transfer.blob.mystorageaccount.transfer.route/x1b1.tar",
+            "prefect.resource.id": "acr.transfer.blob.mystorageaccount.transfer.route/x1b1.tar",
             "prefect.resource.role": "blob",
         }
     ]
@@ -275,10 +270,10 @@ def test_blob_created_as_cloudevents_path_style(content_type: str) -> None:
     body = [event] if "batch" in content_type else event
     assert post(client, "/eventgrid", body, content_type=content_type).status_code == 200
     [received] = recorder.events
-    assert received.resource["prefect.resource.id"] == "acr-transfer.container.sourcestorage.transfer"
+    assert received.resource["prefect.resource.id"] == "acr.transfer.container.sourcestorage.transfer"
     assert received.payload["blob"] == "demo/t1/batch1.tar"
     assert received.payload["url"] == "https://127.0.0.1:10000/sourcestorage/transfer/demo/t1/batch1.tar"
-    assert received.related[0]["prefect.resource.id"] == "acr-transfer.blob.sourcestorage.transfer.demo/t1/batch1.tar"
+    assert received.related[0]["prefect.resource.id"] == "acr.transfer.blob.sourcestorage.transfer.demo/t1/batch1.tar"
 
 
 @pytest.mark.parametrize(
@@ -331,14 +326,14 @@ def test_image_pushed_through_event_grid_names_the_registry_from_the_topic() -> 
     client, recorder, _ = receiver()
     assert post(client, "/eventgrid", [eventgrid_push("SourceRegistry")]).status_code == 200
     [event] = recorder.events
-    assert event.event == IMAGE_PUSHED
+    assert event.event == "acr.transfer.image.pushed"
     assert event.resource == {
-        "prefect.resource.id": "acr-transfer.registry.sourceregistry",
+        "prefect.resource.id": "acr.transfer.registry.sourceregistry",
         "prefect.resource.name": "sourceregistry",
     }
     assert event.related == [
         {
-            "prefect.resource.id": "acr-transfer.repository.sourceregistry.aci-helloworld",
+            "prefect.resource.id": "acr.transfer.repository.sourceregistry.aci-helloworld",
             "prefect.resource.role": "repository",
         }
     ]
@@ -359,7 +354,7 @@ def test_image_pushed_by_digest_as_a_cloudevent() -> None:
     assert post(client, "/eventgrid", event, content_type="application/cloudevents+json").status_code == 200
     [received] = recorder.events
     assert received.payload["artifact"] == f"team/app@{DIGEST}" and received.payload["tag"] is None
-    assert received.related[0]["prefect.resource.id"] == "acr-transfer.repository.targetregistry.team/app"
+    assert received.related[0]["prefect.resource.id"] == "acr.transfer.repository.targetregistry.team/app"
 
 
 def test_image_pushed_falls_back_to_the_login_server_when_the_topic_has_no_name() -> None:
@@ -367,7 +362,7 @@ def test_image_pushed_falls_back_to_the_login_server_when_the_topic_has_no_name(
     push = eventgrid_push()
     push["topic"] = "/not/a-registry-id/"
     assert post(client, "/eventgrid", [push]).status_code == 200
-    assert recorder.events[0].resource["prefect.resource.id"] == "acr-transfer.registry.demoregistry"
+    assert recorder.events[0].resource["prefect.resource.id"] == "acr.transfer.registry.demoregistry"
 
 
 def test_acr_webhook_push() -> None:
@@ -375,7 +370,7 @@ def test_acr_webhook_push() -> None:
     response = post(client, "/acr/SourceRegistry", webhook_push(), via="query")
     assert response.status_code == 200 and response.json()["emitted"] == 1
     [event] = recorder.events
-    assert event.resource["prefect.resource.id"] == "acr-transfer.registry.sourceregistry"
+    assert event.resource["prefect.resource.id"] == "acr.transfer.registry.sourceregistry"
     assert event.payload == {
         "registry": "sourceregistry",
         "repository": "hello-world",
@@ -420,8 +415,60 @@ def test_unknown_event_types_are_acknowledged_ignored_and_counted() -> None:
     chart.update(eventType="Microsoft.ContainerRegistry.ChartPushed", id="other-2")
     response = post(client, "/eventgrid", [deleted, chart, eventgrid_push()])
     assert response.status_code == 200 and response.json() == {"emitted": 1, "duplicates": 0, "ignored": 2}
-    assert [e.event for e in recorder.events] == [IMAGE_PUSHED]
+    assert [e.event for e in recorder.events] == ["acr.transfer.image.pushed"]
     assert app.state.counters["ignored"] == 2
+
+
+# --- the receiver's clock ----------------------------------------------------------------------------------
+
+RECEIVED = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
+
+
+def dated(kind: str, when: datetime) -> tuple[str, Any, str]:
+    """(path, body, content type) of one delivery of ``kind`` whose sender dates it ``when``."""
+    stamp = when.isoformat().replace("+00:00", "Z")
+    if kind == "webhook":
+        return "/acr/sourceregistry", {**webhook_push(), "timestamp": stamp}, "application/json"
+    event = {**eventgrid_blob("https://acct.blob.core.windows.net/c1x/b"), "eventTime": stamp}
+    if kind == "cloudevents":
+        return "/eventgrid", cloudevent(event), "application/cloudevents+json"
+    return "/eventgrid", [event], "application/json"
+
+
+@pytest.mark.parametrize("kind", ["eventgrid", "cloudevents", "webhook"])
+def test_a_delivery_dated_in_the_future_is_stored_at_its_receive_time(
+    kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A sender's clock an hour ahead would hide the event from Prefect's feed for an hour and open a trigger
+    window that swallows the next pushes: the receiver's clock dates it, the sender's time is kept."""
+    client, recorder, _ = receiver(clock=lambda: RECEIVED)
+    path, body, content_type = dated(kind, RECEIVED + timedelta(hours=1))
+    assert post(client, path, body, content_type=content_type).status_code == 200
+    [event] = recorder.events
+    assert event.occurred == RECEIVED
+    assert event.payload["sender_time"] == "2026-03-01T13:00:00+00:00"
+    assert "ahead of this receiver's clock" in caplog.text and "2026-03-01T13:00:00+00:00" in caplog.text
+
+
+@pytest.mark.parametrize("kind", ["eventgrid", "cloudevents", "webhook"])
+@pytest.mark.parametrize("offset", [timedelta(hours=-1), timedelta(seconds=5)], ids=["an-hour-ago", "within-skew"])
+def test_a_delivery_dated_in_the_past_keeps_its_own_time(kind: str, offset: timedelta) -> None:
+    client, recorder, _ = receiver(clock=lambda: RECEIVED)
+    path, body, content_type = dated(kind, RECEIVED + offset)
+    assert post(client, path, body, content_type=content_type).status_code == 200
+    [event] = recorder.events
+    assert event.occurred == RECEIVED + offset and "sender_time" not in event.payload
+
+
+def test_the_receive_time_is_taken_per_request() -> None:
+    ticks = iter([RECEIVED, RECEIVED + timedelta(hours=2)])
+    client, recorder, _ = receiver(clock=lambda: next(ticks))
+    for _ in range(2):
+        path, body, content_type = dated("webhook", RECEIVED + timedelta(hours=1))
+        body["id"] = f"d-{len(recorder.events)}"
+        assert post(client, path, body, content_type=content_type).status_code == 200
+    assert [e.occurred for e in recorder.events] == [RECEIVED, RECEIVED + timedelta(hours=1)]
+    assert ["sender_time" in e.payload for e in recorder.events] == [True, False]
 
 
 # --- the key ------------------------------------------------------------------------------------------------
