@@ -122,6 +122,10 @@ def main() -> int:
             "TARGET_VAULT_URL": topology["vaults"]["targetvault"]["url"],
             "PREFECT_HOME": str(state / "prefect"),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            # a fresh PREFECT_HOME migrates its database first: on 2 busy cores that outlasts Prefect's 20 s default
+            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": os.environ.get(
+                "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120"
+            ),
         }
         run_env.pop("PREFECT_API_URL", None)
         cmd = [
