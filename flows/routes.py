@@ -13,10 +13,12 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from prefect import flow, get_run_logger, tags, task
 from prefect.artifacts import create_table_artifact
 from prefect.futures import PrefectFuture, as_completed
+from prefect.states import Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel
 
@@ -25,7 +27,7 @@ from acr_transfer.models import ImportRequest, TransferRequest, TransferRoute
 from acr_transfer.results import ExportedBlob, TransferResult
 from acr_transfer.routes import RouteLimits, RoutesFile, load_routes, routes_path
 from acr_transfer.settings import get_settings
-from flows.transfer import export_artifacts, import_blob, registry_transfer
+from flows.transfer import export_artifacts, registry_transfer, run_export, run_import, run_transfer
 from tasks.concurrency import active_slots, route_lock, route_lock_name
 
 LOCK_WAIT_SECONDS = 60
@@ -79,7 +81,7 @@ def transfer_route(
     rt = _route(route, routes_file)
     request = TransferRequest(route=rt, artifacts=artifacts, transfer_id=transfer_id, dry_run=dry_run)
     with route_lock(route), tags(f"route:{route}"):
-        return registry_transfer(request)
+        return run_transfer(request)  # in this run, not a subflow: its page holds the task runs and artifacts
 
 
 @flow(name="export-route")
@@ -97,7 +99,7 @@ def export_route(
     """
     rt = _route(route, routes_file)
     with route_lock(route), tags(f"route:{route}"):
-        return export_artifacts(TransferRequest(route=rt, artifacts=artifacts))
+        return run_export(TransferRequest(route=rt, artifacts=artifacts))
 
 
 @flow(name="import-route-blob")
@@ -117,7 +119,7 @@ def import_route_blob(
     """
     rt = _route(route, routes_file)
     with tags(f"route:{route}"):
-        return import_blob(ImportRequest(route=rt, blob=blob, catalog_digest=catalog_digest))
+        return run_import(ImportRequest(route=rt, blob=blob, catalog_digest=catalog_digest))
 
 
 class RouteStatus(StrEnum):
@@ -139,17 +141,29 @@ class RouteOutcome(BaseModel):
     message: str = ""
 
 
-@task(name="sync-route")
-def sync_route(route: str, routes_file: str | None) -> RouteOutcome:
-    """One route of a sync: skipped when it is already transferring; never raises (failures are outcomes)."""
+@task(name="sync-route", task_run_name="{route}")
+def sync_route(route: str, routes_file: str | None) -> RouteOutcome | State:
+    """One route of a sync, by its halves: both sides transfer, an export-only route exports, an import-only
+    route is skipped (it waits for a blob event); skipped too when the route is already transferring.
+
+    Never raises: a failed route is an outcome, returned in a Failed state so the run graph shows it red while
+    the sync goes on with the other routes.
+    """
     busy = RouteOutcome(route=route, status=RouteStatus.SKIPPED, message="a transfer of this route is still running")
-    if active_slots(route_lock_name(route)) > 0:
-        return busy
     try:
         rt = _route(route, routes_file)
+        if rt.source is None:
+            return RouteOutcome(
+                route=route,
+                status=RouteStatus.SKIPPED,
+                message="import-only: it imports when a blob arrives (import-on-blob), not on a schedule",
+            )
+        if active_slots(route_lock_name(route)) > 0:
+            return busy
+        half = export_artifacts if rt.target is None else registry_transfer
         with route_lock(route, wait_seconds=LOCK_WAIT_SECONDS), tags(f"route:{route}"):
-            state = registry_transfer(TransferRequest(route=rt), return_state=True)
-        result = state.result(raise_on_failure=False)
+            state: State[Any] = half(TransferRequest(route=rt), return_state=True)
+        result: object = state.result(raise_on_failure=False)
     except TimeoutError as e:
         # only a held lock means "still running"; a slow Prefect API is a failure to report, not a skip
         if active_slots(route_lock_name(route)) > 0:
@@ -157,6 +171,13 @@ def sync_route(route: str, routes_file: str | None) -> RouteOutcome:
         result = e
     except Exception as e:
         result = e
+    outcome = _outcome_of(route, result)
+    if outcome.status is RouteStatus.FAILED:
+        return Failed(message=f"route {route} failed: {outcome.message[:500]}", data=outcome)
+    return outcome
+
+
+def _outcome_of(route: str, result: object) -> RouteOutcome:
     if isinstance(result, TransferResult):
         return RouteOutcome(
             route=route,
@@ -165,6 +186,15 @@ def sync_route(route: str, routes_file: str | None) -> RouteOutcome:
             verified=result.verified,
             requested=len(result.rows),
             message="; ".join(result.failures),
+        )
+    if isinstance(result, list) and all(isinstance(e, ExportedBlob) for e in result):
+        exported = sum(len(e.artifacts) for e in result)
+        return RouteOutcome(
+            route=route,
+            status=RouteStatus.SUCCEEDED,
+            verified=0,
+            requested=exported,
+            message=f"exported {exported} artifacts to {len(result)} blob(s): " + ", ".join(e.blob for e in result),
         )
     message = result.message if isinstance(result, AcrTransferError) else f"{type(result).__name__}: {result}"
     return RouteOutcome(route=route, status=RouteStatus.FAILED, message=redact(message)[:2000])
@@ -190,17 +220,17 @@ def sync_routes(
     path = routes_path(routes_file)
     names = [r.name for r in load_configured_routes(path).select(routes)]
     by_route: dict[str, RouteOutcome] = {}
-    pending, running = list(names), dict[PrefectFuture[RouteOutcome], str]()
+    pending, running = list(names), dict[PrefectFuture[RouteOutcome | State[Any]], str]()
     while pending or running:  # a sliding window of at most max_concurrent routes
         while pending and len(running) < max_concurrent:
             name = pending.pop(0)
             running[sync_route.submit(name, str(path))] = name
         done = next(as_completed(list(running)))
         name = running.pop(done)
-        try:
-            by_route[name] = done.result()
-        except Exception as e:
-            by_route[name] = RouteOutcome(route=name, status=RouteStatus.FAILED, message=redact(str(e))[:2000])
+        outcome = done.result(raise_on_failure=False)  # a failed route's outcome rides in its Failed state
+        if not isinstance(outcome, RouteOutcome):
+            outcome = RouteOutcome(route=name, status=RouteStatus.FAILED, message=redact(str(outcome))[:2000])
+        by_route[name] = outcome
     outcomes = [by_route[n] for n in names]
     create_table_artifact(
         key="sync-routes-summary",

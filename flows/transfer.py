@@ -17,7 +17,13 @@ from acr_transfer.models import ImportRequest, TransferRequest
 from acr_transfer.preflight import Check
 from acr_transfer.results import ExportedBlob, TransferResult, rows_for
 from tasks.preflight import check_artifacts, check_export_side, check_import_side, check_pipeline
-from tasks.report import clean_up_blob, publish_result
+from tasks.report import (
+    clean_up_blob,
+    label_run,
+    publish_exported_blobs,
+    publish_preflight_failure,
+    publish_result,
+)
 from tasks.transfer import (
     bridge_blob,
     export_batch,
@@ -50,6 +56,7 @@ def run_preflight(ctx: TransferContext, raise_on_failure: bool = True) -> tuple[
             checks += side.result()
     failed = [c for c in checks if not c.ok]
     if failed and raise_on_failure:
+        publish_preflight_failure(ctx, checks)
         raise PreflightError(
             f"preflight of route '{route.name}' failed ({len(failed)} of {len(checks)} checks); nothing was created:\n"
             + "\n".join(c.line for c in failed),
@@ -66,10 +73,17 @@ def registry_transfer(request: TransferRequest) -> TransferResult:
     blob bridged when the two sides use different storage, imported and verified; a retried flow run
     continues the same transfer. Returns the result; raises when any artifact was not verified.
     """
+    return run_transfer(request)
+
+
+def run_transfer(request: TransferRequest) -> TransferResult:
+    """The body of :func:`registry_transfer`, run inside whichever flow the user started (its run holds the task
+    runs and artifacts, named ``<route>-<transfer id>``)."""
     log = get_run_logger()
     if request.route.source is None or request.route.target is None:
         raise ConfigError(f"route '{request.route.name}' needs both a source and a target for registry_transfer")
     ctx = plan_transfer(request)
+    label_run(ctx)
     ctx, _ = run_preflight(ctx)
     if request.dry_run:
         result = TransferResult(
@@ -128,9 +142,15 @@ def export_artifacts(request: TransferRequest) -> list[ExportedBlob]:
 
     For disconnected clouds: carry the blobs to the other side, then run ``import_blob`` there.
     """
+    return run_export(request)
+
+
+def run_export(request: TransferRequest) -> list[ExportedBlob]:
+    """The body of :func:`export_artifacts`, run inside whichever flow the user started."""
     if request.route.source is None:
         raise ConfigError(f"route '{request.route.name}' has no source to export from")
     ctx = plan_transfer(request)
+    label_run(ctx)
     ctx, _ = run_preflight(ctx)
     futures = {b.index: export_batch.submit(ctx, b) for b in ctx.plan.batches}
     exported, failures = [], []
@@ -149,6 +169,8 @@ def export_artifacts(request: TransferRequest) -> list[ExportedBlob]:
                 artifacts=list(b.artifacts),
             )
         )
+    if exported:
+        publish_exported_blobs(ctx, exported)
     if failures:
         raise AcrTransferError(f"export {ctx.transfer_id} failed:\n" + "\n".join(failures))
     get_run_logger().info("exported %s blob(s): %s", len(exported), ", ".join(e.blob for e in exported))
@@ -162,9 +184,15 @@ def import_blob(request: ImportRequest) -> TransferResult:
     Needs only the route's target. With the import pipeline's source trigger on, the trigger's run for
     the blob is adopted instead of importing it twice.
     """
+    return run_import(request)
+
+
+def run_import(request: ImportRequest) -> TransferResult:
+    """The body of :func:`import_blob`, run inside whichever flow the user started."""
     if request.route.target is None:
         raise ConfigError(f"route '{request.route.name}' has no target to import into")
     ctx = plan_import(request)
+    label_run(ctx)
     ctx, _ = run_preflight(ctx)
     return import_single_blob(ctx, request)
 

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from uuid import UUID
+
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.client.orchestration import get_client
 from prefect.events import emit_event
+from prefect.runtime import flow_run
 
 from acr_transfer.context import TransferContext
 from acr_transfer.errors import redact
 from acr_transfer.events import EventName, Label, transfer_resource_id
-from acr_transfer.results import TransferResult, markdown
+from acr_transfer.preflight import Check
+from acr_transfer.results import ExportedBlob, TransferResult, markdown
 from tasks import clients
 
 
@@ -42,16 +47,46 @@ def emit(ctx: TransferContext, event: EventName, blobs: list[str], **payload: ob
     )
 
 
+def route_key(ctx: TransferContext, what: str) -> str:
+    """An artifact key per route (``<what>-<route>``), so the Artifacts page shows each route's history."""
+    return f"{what}-{ctx.route.name}"
+
+
+def label_run(ctx: TransferContext) -> None:
+    """Name the flow run ``<route>-<transfer id>`` and tag it ``route:<route>``, so a person finds it in the UI.
+
+    Bookkeeping: a Prefect API error here is a warning, never a failed transfer.
+    """
+    run_id = flow_run.get_id()
+    if run_id is None:
+        return
+    wanted = f"route:{ctx.route.name}"
+    try:
+        with get_client(sync_client=True) as client:
+            tags = list(flow_run.get_tags() or [])
+            client.update_flow_run(
+                UUID(run_id),
+                name=f"{ctx.route.name}-{ctx.transfer_id}",
+                tags=tags if wanted in tags else [*tags, wanted],
+            )
+    except Exception as e:
+        get_run_logger().warning("could not name this flow run after its transfer: %s", redact(str(e)))
+
+
 @task(name="publish-result")
 def publish_result(ctx: TransferContext, result: TransferResult) -> TransferResult:
-    """Table + markdown artifacts and the final event (``acr.transfer.imported`` or ``acr.transfer.failed``)."""
-    key = f"transfer-{ctx.transfer_id}"
+    """Table + markdown artifacts (keyed per route) and the final event (``acr.transfer.imported`` or
+    ``acr.transfer.failed``)."""
     create_table_artifact(
-        key=key,
-        table=[r.model_dump() for r in result.rows],
+        key=route_key(ctx, "transfer"),
+        table=[r.model_dump(mode="json") for r in result.rows],
         description=f"Artifacts of transfer {ctx.transfer_id} on route {ctx.route.name}",
     )
-    create_markdown_artifact(key=f"{key}-summary", markdown=redact(markdown(result)))
+    create_markdown_artifact(
+        key=route_key(ctx, "transfer-summary"),
+        markdown=redact(markdown(result)),
+        description=f"Transfer {ctx.transfer_id} on route {ctx.route.name}",
+    )
     if not result.dry_run:
         event = EventName.IMPORTED if result.succeeded else EventName.FAILED
         emit(
@@ -66,6 +101,47 @@ def publish_result(ctx: TransferContext, result: TransferResult) -> TransferResu
         "transfer %s: %s of %s artifacts verified", ctx.transfer_id, result.verified, len(result.rows)
     )
     return result
+
+
+@task(name="publish-preflight-failure")
+def publish_preflight_failure(ctx: TransferContext, checks: list[Check]) -> None:
+    """The ✓/✗ list of a failed preflight as an artifact, and an ``acr.transfer.failed`` event: nothing was
+    created, and the run's page says why."""
+    failed = [c for c in checks if not c.ok]
+    lines = [
+        f"# Preflight of route `{ctx.route.name}` failed: nothing was created",
+        "",
+        f"{len(failed)} of {len(checks)} checks failed (transfer `{ctx.transfer_id}`).",
+        "",
+        *[f"- {c.line}" for c in checks],
+    ]
+    create_markdown_artifact(
+        key=route_key(ctx, "preflight"),
+        markdown=redact("\n".join(lines)),
+        description=f"Preflight of transfer {ctx.transfer_id} on route {ctx.route.name}",
+    )
+    emit(ctx, EventName.FAILED, [], stage="preflight", failures=[redact(c.line) for c in failed])
+
+
+@task(name="publish-exported-blobs")
+def publish_exported_blobs(ctx: TransferContext, exported: list[ExportedBlob]) -> list[ExportedBlob]:
+    """What an air-gap operator carries to the other side: each blob, its catalog digest and its artifacts."""
+    create_table_artifact(
+        key=route_key(ctx, "export"),
+        table=[
+            {
+                "batch": e.batch,
+                "blob": e.blob,
+                "catalog_digest": e.catalog_digest,
+                "artifacts": ", ".join(e.artifacts),
+                "run": e.run,
+            }
+            for e in exported
+        ],
+        description=f"Blobs of export {ctx.transfer_id} on route {ctx.route.name}: carry them to the import side "
+        "and import each with its catalog digest",
+    )
+    return exported
 
 
 @task(name="clean-up-blob")
