@@ -4,17 +4,22 @@ local Azure stand-in.
 ``acr-transfer emulator …`` hands over to the stand-in program (``python -m emulator``) by exec, so the
 product never imports the stand-in. Everything else runs flows against the Prefect API in
 ``PREFECT_API_URL``, or a temporary local one when it is unset.
+
+Exit codes: 0 done, 1 failed (a transfer, a cleanup), 2 bad input or a failed preflight (nothing was created),
+130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import uuid
 from pathlib import Path
 
 from rich.console import Console
+from rich.text import Text
 
 from acr_transfer.errors import AcrTransferError, ConfigError, PreflightError
 
@@ -33,8 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--artifact", action="append", default=[], help="transfer this artifact instead (repeatable)")
         p.add_argument("--transfer-id", default=None, help="continue this transfer (default: a new id)")
+        p.add_argument(
+            "--output", choices=("text", "json"), default="text", help="json: one JSON document on stdout, for scripts"
+        )
+        p.add_argument("-v", "--verbose", action="store_true", help="print Prefect's log lines instead of a live table")
         if name == "run":
             p.add_argument("--dry-run", action="store_true", help="print the plan and the checks; create nothing")
+            p.add_argument("--show-runs", action="store_true", help="add export and import run names to the table")
     clean = sub.add_parser("cleanup", help="delete old run records by policy (never a failed transfer's)")
     which = clean.add_mutually_exclusive_group(required=True)
     which.add_argument("--registry", help="registry name or ARM resource id")
@@ -96,8 +106,11 @@ def main(argv: list[str] | None = None) -> int:
 
                 return cleanup_route_command(existing_routes_file(args.routes), args.route, args.dry_run, console)
             return cleanup_command(args.registry, args.resource_group, args.older_than_days, args.dry_run, console)
-        from deployments.runner import preflight_command, run_command
+        from deployments.runner import Output, preflight_command, run_command
 
+        out = Output(
+            console, json=args.output == "json", verbose=args.verbose, show_runs=getattr(args, "show_runs", False)
+        )
         request_args = (
             existing_routes_file(args.routes),
             args.route,
@@ -105,14 +118,22 @@ def main(argv: list[str] | None = None) -> int:
             args.transfer_id or uuid.uuid4().hex[:12],
         )
         if args.command == "preflight":
-            return preflight_command(*request_args, console=console)
-        return run_command(*request_args, dry_run=args.dry_run, console=console)
-    except PreflightError as e:
-        console.print(f"[red]✗ {e.message}[/red]")
-        return 2
+            return preflight_command(*request_args, out=out)
+        return run_command(*request_args, dry_run=args.dry_run, out=out)
+    except (PreflightError, ConfigError) as e:  # bad input or a failed check: nothing was created
+        return _failed(args, e.message, 2)
     except AcrTransferError as e:
-        console.print(f"[red]✗ {e.message}[/red]")
-        return 1
+        return _failed(args, e.message, 1)
     except KeyboardInterrupt:
-        console.print("[yellow]interrupted: re-run with the same --transfer-id to continue[/yellow]")
+        console.print("[yellow]interrupted[/yellow]")
         return 130
+
+
+def _failed(args: argparse.Namespace, message: str, code: int) -> int:
+    """Say what went wrong, as a red line or, with ``--output json``, as the one JSON document."""
+    if getattr(args, "output", "text") == "json":
+        doc = {"command": args.command, "ok": False, "exit_code": code, "error": message}
+        sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+    else:
+        console.print(Text(f"✗ {message}", style="red"))
+    return code

@@ -1,144 +1,257 @@
-"""``acr-transfer run`` and ``acr-transfer preflight``: a flow in this process, with a live display."""
+"""``acr-transfer run`` and ``acr-transfer preflight``: a flow in this process, with a live display or one
+JSON document.
+
+Exit codes: 0 done, 1 the transfer failed (or could not finish), 2 a preflight check failed or the input was
+bad (nothing was created). What is shown is drawn in ``deployments/terminal.py``.
+"""
 
 from __future__ import annotations
 
-import threading
+import contextlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from rich.console import Console
+from pydantic import ValidationError
+from rich.console import Console, RenderableType
 from rich.live import Live
-from rich.table import Table
+from rich.text import Text
 
 from acr_transfer.context import resolve_configured
+from acr_transfer.errors import AcrTransferError, ConfigError, PreflightError, redact
 from acr_transfer.models import TransferRequest
-from acr_transfer.progress import Notice, subscribe
-from acr_transfer.results import TransferResult
-from acr_transfer.steps import ArtifactStatus
+from acr_transfer.preflight import Check
+from acr_transfer.progress import subscribe
+from acr_transfer.results import ArtifactRow, TransferResult
+from deployments.terminal import (
+    PrefectLogFile,
+    ProgressBoard,
+    check_documents,
+    checks_report,
+    plan_document,
+    plan_lines,
+    preflight_failure,
+    result_document,
+    result_table,
+)
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class Output:
+    """How a command reports: to a person (colours, a live table, Prefect's log in a file unless ``verbose``)
+    or, with ``json``, to a script (one JSON document on stdout, nothing else there)."""
+
+    console: Console
+    json: bool = False
+    verbose: bool = False
+    show_runs: bool = False
+
+    def show(self, *renderables: RenderableType) -> None:
+        if not self.json:
+            self.console.print(*renderables)
+
+    def document(self, doc: dict[str, Any]) -> None:
+        # straight to the stream: rich would wrap long strings and colour a terminal's copy
+        self.console.file.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+        self.console.file.flush()
+
+    def status(self, message: str) -> contextlib.AbstractContextManager[Any]:
+        """A spinner while something runs; none when Prefect's log lines or JSON own the output."""
+        if self.json or self.verbose:
+            return contextlib.nullcontext()
+        return self.console.status(message)
 
 
 def build_request(routes_file: Path, route: str, artifacts: list[str], transfer_id: str, dry_run: bool = False):
     """The flow parameter for one route of a routes file, loaded with this process's limits.
 
     Raises:
-        ConfigError: the routes file does not load, or has no such route.
+        ConfigError: the routes file does not load, has no such route, or an argument is invalid.
     """
     from flows.routes import load_configured_routes
 
     rt = load_configured_routes(routes_file).get(route)
-    return TransferRequest(route=rt, artifacts=artifacts or None, transfer_id=transfer_id, dry_run=dry_run)
+    try:
+        return TransferRequest(route=rt, artifacts=artifacts or None, transfer_id=transfer_id, dry_run=dry_run)
+    except ValidationError as e:
+        problems = "; ".join(str(err["msg"]).removeprefix("Value error, ") for err in e.errors())
+        raise ConfigError(f"invalid request for route '{route}': {problems}") from None
 
 
-class ProgressBoard:
-    """What the live display shows: one line per batch and step."""
+def log_path(transfer_id: str) -> Path:
+    """Where a transfer's Prefect log lines go while the terminal shows the live table (appended per run)."""
+    from prefect.settings import PREFECT_HOME
 
-    def __init__(self, transfer_id: str) -> None:
-        self.transfer_id = transfer_id
-        self.rows: dict[tuple[int, str], Notice] = {}
-        self.lock = threading.Lock()
-
-    def __call__(self, notice: Notice) -> None:
-        if notice.transfer_id == self.transfer_id:
-            with self.lock:
-                self.rows[(notice.batch, notice.step)] = notice
-
-    def render(self) -> Table:
-        table = Table(title=f"transfer {self.transfer_id}", expand=False)
-        for col in ("batch", "step", "state", "progress", "detail"):
-            table.add_column(col)
-        order = {"export": 0, "bridge": 1, "import": 2, "verify": 3}
-        with self.lock:
-            items = sorted(self.rows.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1], 9)))
-        for (batch, step), n in items:
-            pct = "" if n.percentage is None else f"{n.percentage:>3}%"
-            colour = {"Succeeded": "green", "Failed": "red"}.get(n.state, "yellow")
-            table.add_row(str(batch), step, f"[{colour}]{n.state}[/{colour}]", pct, n.detail)
-        return table
+    return Path(PREFECT_HOME.value()) / "acr-transfer" / "logs" / f"{transfer_id}.log"
 
 
-def print_plan(request: TransferRequest, console: Console) -> None:
-    ctx = resolve_configured(request, request.transfer_id or "")
-    console.print(
-        f"[bold]plan[/bold] transfer {ctx.transfer_id} on route {ctx.route.name}: "
-        f"{len(ctx.plan.artifacts)} artifacts in {len(ctx.plan.batches)} batch(es)"
-    )
-    for b in ctx.plan.batches:
-        console.print(
-            f"  batch {b.index}: {len(b.artifacts)} artifacts → export run {b.export_run(ctx.transfer_id, 1)}"
-            f" → blob {b.blob_name} → import run {b.import_run(ctx.transfer_id, 1)}"
-        )
+@contextlib.contextmanager
+def prefect_log(out: Output, transfer_id: str) -> Iterator[Path | None]:
+    """Prefect's console lines into the transfer's log file for the rest of the command, unless ``verbose``."""
+    if out.verbose:
+        yield None
+        return
+    path = log_path(transfer_id)
+    # restore=False: the process ends after the command, and Prefect logs from its exit hooks too
+    with PrefectLogFile(path, restore=False):
+        yield path
 
 
-def result_table(result: TransferResult) -> Table:
-    table = Table(title=f"transfer {result.transfer_id} ({result.route})")
-    for col in ("artifact", "batch", "export run", "import run", "status", "digest"):
-        table.add_column(col)
-    for r in result.rows:
-        colour = "green" if r.status is ArtifactStatus.VERIFIED else "red"
-        status = f"[{colour}]{r.status.value}[/{colour}]"
-        table.add_row(r.artifact, str(r.batch), r.export_run, r.import_run, status, r.digest[:19])
-    return table
+def _why(error: BaseException) -> str:
+    if isinstance(error, AcrTransferError):
+        return error.message
+    return redact(f"{type(error).__name__}: {error}")
+
+
+def _checks(request: TransferRequest) -> list[Check]:
+    """Run the ``transfer-preflight`` flow; every check, passed or not.
+
+    Raises:
+        AcrTransferError: the checks could not run (bad input, Azure unreachable after retries).
+    """
+    from flows.transfer import transfer_preflight
+
+    state = transfer_preflight(request, return_state=True)
+    outcome = state.result(raise_on_failure=False)
+    if isinstance(outcome, AcrTransferError):
+        raise outcome
+    if isinstance(outcome, BaseException):
+        raise AcrTransferError(f"preflight could not run: {_why(outcome)}")
+    return list(outcome)
+
+
+def _log_line(out: Output, log: Path | None) -> None:
+    if log is not None:
+        out.show(Text(f"log: {log}", style="dim"))
+
+
+def preflight_command(routes_file: Path, route: str, artifacts: list[str], transfer_id: str, *, out: Output) -> int:
+    """Print every preflight check once with ✓ or ✗ and the fix; exit 0 only when all pass, else 2."""
+    request = build_request(routes_file, route, artifacts, transfer_id)
+    with prefect_log(out, transfer_id) as log, out.status("preflight checks…"):
+        checks = _checks(request)
+    code = EXIT_OK if all(c.ok for c in checks) else EXIT_BAD_INPUT
+    if out.json:
+        out.document(
+            {"command": "preflight", "route": route, "transfer_id": transfer_id, "ok": code == EXIT_OK,
+             "exit_code": code, "checks": check_documents(checks), "log": str(log) if log else None}
+        )  # fmt: skip
+    out.show(checks_report(checks))
+    _log_line(out, log)
+    return code
 
 
 def run_command(
-    routes_file: Path, route: str, artifacts: list[str], transfer_id: str, *, dry_run: bool, console: Console
+    routes_file: Path, route: str, artifacts: list[str], transfer_id: str, *, dry_run: bool, out: Output
 ) -> int:
-    """Run ``registry_transfer``; exit code 0 only when every requested artifact was verified."""
-    from flows.transfer import registry_transfer, transfer_preflight
-
+    """Run ``registry_transfer`` (or, with ``dry_run``, only plan and check); exit 0 only when every
+    requested artifact was verified, 1 when the transfer failed, 2 when preflight failed."""
     request = build_request(routes_file, route, artifacts, transfer_id, dry_run)
-    print_plan(request, console)
-    if dry_run:
-        checks = transfer_preflight(request)
-        for c in checks:
-            console.print(c.line)
-        return 0 if all(c.ok for c in checks) else 2
-    board = ProgressBoard(transfer_id)
+    ctx = resolve_configured(request, transfer_id)
+    with prefect_log(out, transfer_id) as log:
+        out.show(plan_lines(ctx))
+        if dry_run:
+            with out.status("preflight checks…"):
+                checks = _checks(request)
+            code = EXIT_OK if all(c.ok for c in checks) else EXIT_BAD_INPUT
+            if out.json:
+                out.document(
+                    {"command": "run", "dry_run": True, "route": route, "transfer_id": transfer_id,
+                     "ok": code == EXIT_OK, "exit_code": code, "plan": plan_document(ctx),
+                     "checks": check_documents(checks), "log": str(log) if log else None}
+                )  # fmt: skip
+            out.show(checks_report(checks))
+            _log_line(out, log)
+            return code
+        board = ProgressBoard(transfer_id)
+        try:
+            state = _transfer(request, board, out)
+        except KeyboardInterrupt:
+            out.show(Text(f"interrupted: {_next_step(route, transfer_id, board.created_runs)}", style="yellow"))
+            return 130
+        return _report(state, board, route, transfer_id, out, log)
+
+
+def _transfer(request: TransferRequest, board: ProgressBoard, out: Output) -> Any:
+    """The flow's final state; the live board follows its progress notices meanwhile."""
+    from flows.transfer import registry_transfer
+
     unsubscribe = subscribe(board)
     try:
-        with Live(board.render(), console=console, refresh_per_second=4, transient=True) as live:
-            stop = threading.Event()
-
-            def refresh() -> None:
-                while not stop.wait(0.25):
-                    live.update(board.render())
-
-            threading.Thread(target=refresh, daemon=True).start()
-            try:
-                state = registry_transfer(request, return_state=True)
-            finally:
-                stop.set()
+        if out.json or out.verbose:
+            return registry_transfer(request, return_state=True)
+        with Live(console=out.console, get_renderable=board.render, refresh_per_second=4, transient=True):
+            return registry_transfer(request, return_state=True)
     finally:
         unsubscribe()
-    console.print(board.render())
-    result = state.result(raise_on_failure=False)
-    if isinstance(result, TransferResult):
-        console.print(result_table(result))
-        ok = result.succeeded
+
+
+def _next_step(route: str, transfer_id: str, created: bool) -> str:
+    if created:
+        command = f"acr-transfer run --route {route} --transfer-id {transfer_id}"
+        return f"re-run with the same --transfer-id to continue: {command}"
+    return "nothing was created in Azure"
+
+
+def _report(state: Any, board: ProgressBoard, route: str, transfer_id: str, out: Output, log: Path | None) -> int:
+    """The final table and verdict of a transfer's flow state; returns the exit code."""
+    outcome = state.result(raise_on_failure=False)
+    error = outcome if isinstance(outcome, BaseException) else None
+    result = outcome if isinstance(outcome, TransferResult) else _published_result(state, route, transfer_id)
+    created = board.created_runs or bool(result and any(r.export_run or r.import_run for r in result.rows))
+    if isinstance(error, PreflightError | ConfigError):
+        code, created = EXIT_BAD_INPUT, False  # raised before anything was created
+    elif error is not None or result is None or not result.succeeded:
+        code = EXIT_FAILED
     else:
-        console.print(f"[red]✗ {result}[/red]")
-        ok = False
-    console.print(
-        "[green]✓ every artifact verified in the target[/green]"
-        if ok
-        else f"[red]✗ transfer {transfer_id} did not complete; re-run with --transfer-id {transfer_id} "
-        "to continue[/red]"
+        code = EXIT_OK
+    if out.json:
+        out.document(
+            {"command": "run", "dry_run": False, "route": route, "transfer_id": transfer_id, "ok": code == EXIT_OK,
+             "exit_code": code, "result": result_document(result) if result else None,
+             "error": _why(error) if error else None,
+             "preflight_failures": list(error.failures) if isinstance(error, PreflightError) else [],
+             "can_continue": created, "log": str(log) if log else None}
+        )  # fmt: skip
+        return code
+    if isinstance(error, PreflightError):
+        out.show(preflight_failure(error.message, [str(f) for f in error.failures]))
+    else:
+        if result is not None and result.rows:
+            out.show(result_table(result, show_runs=out.show_runs))
+        if code == EXIT_OK:
+            out.show(Text("✓ every artifact verified in the target", style="green"))
+        else:
+            out.show(Text(f"✗ {_why(error) if error else f'transfer {transfer_id} did not complete'}", style="red"))
+            if code == EXIT_FAILED:
+                out.show(Text(_next_step(route, transfer_id, created), style="yellow"))
+    _log_line(out, log)
+    return code
+
+
+def _published_result(state: Any, route: str, transfer_id: str) -> TransferResult | None:
+    """The rows a failed flow run published in its artifact table (the one whose rows are artifacts), or None
+    (it failed before publishing)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterType
+
+    only = ArtifactFilter(
+        type=ArtifactFilterType(any_=["table"]),
+        flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id]),
     )
-    return 0 if ok else 1
-
-
-def preflight_command(
-    routes_file: Path, route: str, artifacts: list[str], transfer_id: str, *, console: Console
-) -> int:
-    """Print every preflight check with ✓ or ✗ and the fix; exit 0 only when all pass."""
-    from flows.transfer import transfer_preflight
-
-    request = build_request(routes_file, route, artifacts, transfer_id)
-    checks = transfer_preflight(request)
-    for c in checks:
-        console.print(f"[{'green' if c.ok else 'red'}]{c.line}[/]")
-    failed = [c for c in checks if not c.ok]
-    console.print(f"{len(checks) - len(failed)} of {len(checks)} checks passed")
-    return 0 if not failed else 2
+    with contextlib.suppress(Exception):  # only a display: an unreadable artifact shows no table
+        with get_client(sync_client=True) as client:
+            tables = client.read_artifacts(artifact_filter=only, limit=10)
+        for table in tables:
+            data = json.loads(table.data) if isinstance(table.data, str) else table.data
+            if isinstance(data, list) and data and all(isinstance(r, dict) and "artifact" in r for r in data):
+                rows = [ArtifactRow.model_validate(r) for r in data]
+                return TransferResult(route=route, transfer_id=transfer_id, succeeded=False, rows=rows)
+    return None
 
 
 def cleanup_command(registry: str, resource_group: str | None, days: float, dry_run: bool, console: Console) -> int:
