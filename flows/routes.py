@@ -4,9 +4,11 @@ Each loads routes.yaml at run time (``routes_file``, else ``$ACR_TRANSFER_ROUTES
 the working directory), so routes.yaml stays the one source of truth and the Prefect UI form is short.
 :func:`load_configured_routes` is that lookup and load, with this process's limits; the CLI uses it too.
 
-Two transfers of one route never run at once: each holds the route's one-slot concurrency limit
-(``acr-transfer-route-<name>``) for its whole run. A manual ``transfer`` of a busy route waits for the
-running one (queues); ``sync-routes`` skips a busy route and says so in its summary.
+Two transfers of one route never run at once, whichever way they start (these flows, the CLI, a deployment):
+the transfer holds the route's lock (``tasks/concurrency.py``) from its plan to its end. A manual ``transfer``
+of a busy route waits for the running one up to the route's ``timeout_minutes``, then names it; ``sync-routes``
+skips a route only while a live transfer holds it (naming that transfer), and reclaims a lock whose holder is
+gone.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from acr_transfer.results import ExportedBlob, TransferResult
 from acr_transfer.routes import RouteLimits, RoutesFile, load_routes, routes_path
 from acr_transfer.settings import get_settings
 from flows.transfer import export_artifacts, registry_transfer, run_export, run_import, run_transfer
-from tasks.concurrency import active_slots, route_lock, route_lock_name
+from tasks.concurrency import LockHolder, RouteLockTimeout, live_holder
 
 LOCK_WAIT_SECONDS = 60
 
@@ -80,7 +82,7 @@ def transfer_route(
     """
     rt = _route(route, routes_file)
     request = TransferRequest(route=rt, artifacts=artifacts, transfer_id=transfer_id, dry_run=dry_run)
-    with route_lock(route), tags(f"route:{route}"):
+    with tags(f"route:{route}"):  # the route's lock is taken once the transfer id is known
         return run_transfer(request)  # in this run, not a subflow: its page holds the task runs and artifacts
 
 
@@ -98,7 +100,7 @@ def export_route(
         routes_file: Routes file; default $ACR_TRANSFER_ROUTES, else routes.yaml in the working directory.
     """
     rt = _route(route, routes_file)
-    with route_lock(route), tags(f"route:{route}"):
+    with tags(f"route:{route}"):
         return run_export(TransferRequest(route=rt, artifacts=artifacts))
 
 
@@ -149,7 +151,6 @@ def sync_route(route: str, routes_file: str | None) -> RouteOutcome | State:
     Never raises: a failed route is an outcome, returned in a Failed state so the run graph shows it red while
     the sync goes on with the other routes.
     """
-    busy = RouteOutcome(route=route, status=RouteStatus.SKIPPED, message="a transfer of this route is still running")
     try:
         rt = _route(route, routes_file)
         if rt.source is None:
@@ -158,23 +159,30 @@ def sync_route(route: str, routes_file: str | None) -> RouteOutcome | State:
                 status=RouteStatus.SKIPPED,
                 message="import-only: it imports when a blob arrives (import-on-blob), not on a schedule",
             )
-        if active_slots(route_lock_name(route)) > 0:
-            return busy
+        holder = live_holder(route)  # a lock whose holder is gone is reclaimed by the transfer below
+        if holder is not None:
+            return _busy(route, holder)
         half = export_artifacts if rt.target is None else registry_transfer
-        with route_lock(route, wait_seconds=LOCK_WAIT_SECONDS), tags(f"route:{route}"):
-            state: State[Any] = half(TransferRequest(route=rt), return_state=True)
+        with tags(f"route:{route}"):
+            state: State[Any] = half(TransferRequest(route=rt), lock_wait_seconds=LOCK_WAIT_SECONDS, return_state=True)
         result: object = state.result(raise_on_failure=False)
-    except TimeoutError as e:
-        # only a held lock means "still running"; a slow Prefect API is a failure to report, not a skip
-        if active_slots(route_lock_name(route)) > 0:
-            return busy
-        result = e
     except Exception as e:
         result = e
+    if isinstance(result, RouteLockTimeout) and result.holder is not None:
+        return _busy(route, result.holder)  # it became busy meanwhile, and stayed so
     outcome = _outcome_of(route, result)
     if outcome.status is RouteStatus.FAILED:
         return Failed(message=f"route {route} failed: {outcome.message[:500]}", data=outcome)
     return outcome
+
+
+def _busy(route: str, holder: LockHolder) -> RouteOutcome:
+    return RouteOutcome(
+        route=route,
+        status=RouteStatus.SKIPPED,
+        transfer_id=holder.transfer_id,
+        message=f"still running: {holder.describe()}",
+    )
 
 
 def _outcome_of(route: str, result: object) -> RouteOutcome:

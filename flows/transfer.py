@@ -6,16 +6,20 @@ report → clean up. Branching and Azure calls live in tasks and the core.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.exceptions import UnfinishedRun
+from prefect.runtime import flow_run
 
 from acr_transfer.context import TransferContext
 from acr_transfer.errors import AcrTransferError, ConfigError, PreflightError, redact
 from acr_transfer.models import ImportRequest, TransferRequest
 from acr_transfer.preflight import Check
 from acr_transfer.results import ExportedBlob, TransferResult, rows_for
+from tasks.concurrency import route_lock
 from tasks.preflight import check_artifacts, check_export_side, check_import_side, check_pipeline
 from tasks.report import (
     clean_up_blob,
@@ -66,24 +70,51 @@ def run_preflight(ctx: TransferContext, raise_on_failure: bool = True) -> tuple[
 
 
 @flow(name="registry-transfer")
-def registry_transfer(request: TransferRequest) -> TransferResult:
+def registry_transfer(
+    request: TransferRequest, take_route_lock: bool = True, lock_wait_seconds: float | None = None
+) -> TransferResult:
     """Transfer artifacts from the route's source registry to its target registry and prove they arrived.
 
     Preflight runs first and creates nothing when it fails. Every batch (≤ 50 artifacts) is exported, its
     blob bridged when the two sides use different storage, imported and verified; a retried flow run
     continues the same transfer. Returns the result; raises when any artifact was not verified.
+
+    Args:
+        request: the route, its artifacts (or others) and the transfer id.
+        take_route_lock: hold the route's lock, so two transfers of one route never run at once (off only
+            when you know better: it is said in the log).
+        lock_wait_seconds: how long to wait for a busy route (default: the route's timeout_minutes).
     """
-    return run_transfer(request)
+    return run_transfer(request, take_route_lock, lock_wait_seconds)
 
 
-def run_transfer(request: TransferRequest) -> TransferResult:
+@contextmanager
+def _holding_route(ctx: TransferContext, take: bool, wait_seconds: float | None) -> Iterator[None]:
+    """The route's lock around a transfer's work, with this flow run and transfer recorded as its holder."""
+    if not take:
+        get_run_logger().warning("route %s: transferring without its route lock, as asked", ctx.route.name)
+        yield
+        return
+    wait = ctx.timeout_seconds if wait_seconds is None else wait_seconds
+    with route_lock(ctx.route.name, wait, transfer_id=ctx.transfer_id, flow_run_id=flow_run.get_id()):
+        yield
+
+
+def run_transfer(
+    request: TransferRequest, take_route_lock: bool = True, lock_wait_seconds: float | None = None
+) -> TransferResult:
     """The body of :func:`registry_transfer`, run inside whichever flow the user started (its run holds the task
     runs and artifacts, named ``<route>-<transfer id>``)."""
-    log = get_run_logger()
     if request.route.source is None or request.route.target is None:
         raise ConfigError(f"route '{request.route.name}' needs both a source and a target for registry_transfer")
     ctx = plan_transfer(request)
     label_run(ctx)
+    with _holding_route(ctx, take_route_lock, lock_wait_seconds):
+        return _transfer(ctx, request)
+
+
+def _transfer(ctx: TransferContext, request: TransferRequest) -> TransferResult:
+    log = get_run_logger()
     ctx, _ = run_preflight(ctx)
     if request.dry_run:
         result = TransferResult(
@@ -137,20 +168,30 @@ def run_transfer(request: TransferRequest) -> TransferResult:
 
 
 @flow(name="export-artifacts")
-def export_artifacts(request: TransferRequest) -> list[ExportedBlob]:
+def export_artifacts(
+    request: TransferRequest, take_route_lock: bool = True, lock_wait_seconds: float | None = None
+) -> list[ExportedBlob]:
     """The source half alone: preflight the export side, export every batch, report the blobs.
 
-    For disconnected clouds: carry the blobs to the other side, then run ``import_blob`` there.
+    For disconnected clouds: carry the blobs to the other side, then run ``import_blob`` there. The route's
+    lock is held as in :func:`registry_transfer`.
     """
-    return run_export(request)
+    return run_export(request, take_route_lock, lock_wait_seconds)
 
 
-def run_export(request: TransferRequest) -> list[ExportedBlob]:
+def run_export(
+    request: TransferRequest, take_route_lock: bool = True, lock_wait_seconds: float | None = None
+) -> list[ExportedBlob]:
     """The body of :func:`export_artifacts`, run inside whichever flow the user started."""
     if request.route.source is None:
         raise ConfigError(f"route '{request.route.name}' has no source to export from")
     ctx = plan_transfer(request)
     label_run(ctx)
+    with _holding_route(ctx, take_route_lock, lock_wait_seconds):
+        return _export(ctx)
+
+
+def _export(ctx: TransferContext) -> list[ExportedBlob]:
     ctx, _ = run_preflight(ctx)
     futures = {b.index: export_batch.submit(ctx, b) for b in ctx.plan.batches}
     exported, failures = [], []

@@ -3,7 +3,11 @@
 Both are Prefect global concurrency limits, so they hold across every process and worker:
 
 - a **route lock** is a one-slot limit ``acr-transfer-route-<route>``, held with a lease that a thread renews,
-  so two transfers of one route never run at once;
+  so two transfers of one route never run at once. Its holder (transfer id, flow run, lease) is recorded in the
+  Prefect variable ``acr_transfer_lock_<route>``, so a lock cannot strand: a waiter reclaims a slot whose holder's
+  flow run has ended, or that nobody has recorded (Prefect 3.9 keeps leases in memory by default, and a server
+  restart forgets them while the slot stays counted); a holder whose lease was forgotten takes it back before
+  its next pipeline run (:func:`ensure_route_held`);
 - the **read budget** is a rate limit ``<read_budget>-<subscription>`` (burst ``read_budget_burst``, refilled
   at ``read_budget_per_second``) that every ARM read takes a slot of, keeping all transfers together below
   ARM's 250 burst and 25/s. ``ensure_read_budget`` creates it when missing (``acr-transfer setup`` does the
@@ -18,7 +22,10 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
+from uuid import UUID
 
 import httpx
 
@@ -28,6 +35,7 @@ from acr_transfer.settings import Settings
 log = logging.getLogger("acr_transfer.budget")
 READ_CHUNK = 4
 LEASE_SECONDS = 120
+STALE_AFTER = 10.0  # seconds a taken slot may go without a recorded holder before it counts as stranded
 
 
 def budget_name(subscription: str, settings: Settings) -> str:
@@ -113,53 +121,260 @@ class PrefectApi:
                 client.__exit__(None, None, None)
 
 
-@contextmanager
-def route_lock(route: str, wait_seconds: float | None = None, api: PrefectApi | None = None) -> Iterator[None]:
-    """Hold the route's one-slot lock (a Prefect concurrency limit, with a lease renewed while held).
+@dataclass(frozen=True)
+class LockHolder:
+    """Who holds a route's lock, as recorded in the Prefect variable beside it (no secrets)."""
 
-    Taken straight through the API: Prefect's ``concurrency()`` queues acquisitions through a service that,
-    with 50 routes starting at once on SQLite, took over a minute for some of them.
+    transfer_id: str
+    flow_run_id: str | None
+    lease_id: str
+    since: str
 
-    Raises:
-        TimeoutError: the lock was not free within ``wait_seconds`` (None: wait as long as it takes).
+    def describe(self) -> str:
+        run = f"flow run {self.flow_run_id}" if self.flow_run_id else "no flow run"
+        return f"transfer {self.transfer_id} ({run}, since {self.since})"
+
+
+class RouteLockTimeout(TimeoutError):
+    """The route's lock was not free within the wait; names who holds it."""
+
+    def __init__(self, route: str, holder: LockHolder | None, waited: float) -> None:
+        self.route, self.holder = route, holder
+        who = holder.describe() if holder else "a transfer that has not recorded itself yet"
+        super().__init__(
+            f"route {route} is locked by {who}; gave up after {waited:.0f} s: wait for it to finish, or stop it"
+        )
+
+
+def holder_variable(route: str) -> str:
+    """The Prefect variable that names the holder of a route's lock (variables allow ``[a-z0-9_]``)."""
+    return "acr_transfer_lock_" + route.replace("-", "_")
+
+
+def read_holder(route: str, api: PrefectApi) -> LockHolder | None:
+    """The recorded holder of a route's lock, if any."""
+    variable = api().read_variable_by_name(holder_variable(route))
+    value = getattr(variable, "value", None)
+    if not isinstance(value, dict):
+        return None
+    try:
+        return LockHolder(
+            str(value["transfer_id"]), value.get("flow_run_id"), str(value["lease_id"]), str(value["since"])
+        )
+    except KeyError:
+        return None
+
+
+def holder_is_live(holder: LockHolder, api: PrefectApi, me: str | None = None) -> bool:
+    """The holder's flow run exists, is not this very run (a re-run of it), and has not ended."""
+    from prefect.exceptions import ObjectNotFound
+
+    if holder.flow_run_id is None:
+        return True  # nothing to check it against: only its lease can expire
+    if holder.flow_run_id == me:
+        return False
+    try:
+        run = api().read_flow_run(UUID(holder.flow_run_id))
+    except (ObjectNotFound, ValueError):
+        return False
+    return not (run.state is not None and run.state.is_final())
+
+
+class RouteLock:
+    """A route's one-slot lock that cannot strand (see the module docstring).
+
+    It is a Prefect concurrency limit held with a lease that a thread renews, plus a record of its holder in a
+    Prefect variable. A waiter that finds the slot taken checks the holder: one whose flow run has ended (or a
+    slot nobody has recorded for ``STALE_AFTER`` seconds, as after a Prefect restart with in-memory leases) is
+    reclaimed. A holder whose lease vanished (the server forgot it) re-acquires it; :meth:`ensure_held` makes
+    the next pipeline run wait until it has.
     """
-    from prefect.exceptions import PrefectHTTPStatusError
 
-    own_api = api is None
-    api = api or PrefectApi()
-    name = route_lock_name(route)
-    ensure_limit(name, 1)
-    deadline = None if wait_seconds is None else time.monotonic() + wait_seconds
-    while True:
+    def __init__(self, route: str, transfer_id: str, flow_run_id: str | None, api: PrefectApi | None = None) -> None:
+        self.route, self.transfer_id, self.flow_run_id = route, transfer_id, flow_run_id
+        self.name = route_lock_name(route)
+        self._own_api = api is None
+        self.api = api or PrefectApi()
+        self._lease: str | None = None
+        self._held = threading.Event()
+        self._stop = threading.Event()
+        self._renewer: threading.Thread | None = None
+
+    # --- acquiring ---------------------------------------------------------------------------------------------
+    def acquire(self, wait_seconds: float | None) -> None:
+        """Take the slot, reclaiming it from a holder that is gone; wait at most ``wait_seconds`` (None: forever).
+
+        Raises:
+            RouteLockTimeout: a live transfer held it for longer than ``wait_seconds``; names that transfer.
+        """
+        ensure_limit(self.name, 1)
+        started = time.monotonic()
+        unrecorded_since: float | None = None
+        while True:
+            retry_after = self._try_take()
+            if retry_after is None:
+                break
+            holder = read_holder(self.route, self.api)
+            now = time.monotonic()
+            if holder is None:
+                unrecorded_since = unrecorded_since or now
+                stale = now - unrecorded_since >= STALE_AFTER
+            else:
+                unrecorded_since = None
+                stale = not holder_is_live(holder, self.api, self.flow_run_id)
+            if stale:
+                self._reclaim(holder)
+                continue
+            if wait_seconds is not None and now - started >= wait_seconds:
+                raise RouteLockTimeout(self.route, holder, now - started)
+            time.sleep(min(retry_after, 5))
+        self._held.set()
+        self._renewer = threading.Thread(target=self._renew, name=f"lease-{self.route}", daemon=True)
+        self._renewer.start()
+
+    def _try_take(self) -> float | None:
+        """One acquisition: None when taken (and recorded), else how long to wait before the next one."""
+        from prefect.exceptions import PrefectHTTPStatusError
+
         try:
-            answer = api().increment_concurrency_slots_with_lease(
-                names=[name], slots=1, mode="concurrency", lease_duration=LEASE_SECONDS
+            answer = self.api().increment_concurrency_slots_with_lease(
+                names=[self.name], slots=1, mode="concurrency", lease_duration=LEASE_SECONDS
             )
-            lease_id = answer.json()["lease_id"]
-            break
         except PrefectHTTPStatusError as e:
             if e.response.status_code != 423:
                 raise
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"route {route} is locked by another transfer") from None
-            time.sleep(min(_retry_after(e.response, 1.0) or 1.0, 5))
-    stop = threading.Event()
+            return _retry_after(e.response, 1.0) or 1.0
+        self._lease = str(answer.json()["lease_id"])
+        self._record()
+        return None
 
-    def renew() -> None:
-        while not stop.wait(LEASE_SECONDS / 3):
-            with contextlib.suppress(Exception):  # a missed renewal is retried at the next tick
-                api().renew_concurrency_lease(lease_id, LEASE_SECONDS)
+    def _record(self) -> None:
+        from prefect.client.schemas.actions import VariableCreate, VariableUpdate
 
-    renewer = threading.Thread(target=renew, name=f"lease-{route}", daemon=True)
-    renewer.start()
+        value = {
+            "transfer_id": self.transfer_id,
+            "flow_run_id": self.flow_run_id,
+            "lease_id": self._lease,
+            "since": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+        name = holder_variable(self.route)
+        try:
+            if self.api().read_variable_by_name(name) is None:
+                self.api().create_variable(VariableCreate(name=name, value=value))
+            else:
+                self.api().update_variable(VariableUpdate(name=name, value=value))
+        except Exception as e:  # bookkeeping: the lock holds without its record, waiters just learn less
+            log.warning("could not record the holder of route lock %s: %s", self.name, type(e).__name__)
+
+    def _reclaim(self, holder: LockHolder | None) -> None:
+        from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
+
+        who = holder.describe() if holder else "nobody on record (a Prefect restart forgets in-memory leases)"
+        log.warning("route lock %s: its holder is gone (%s); reclaiming it", self.name, who)
+        self.api().update_global_concurrency_limit(self.name, GlobalConcurrencyLimitUpdate(active_slots=0))
+
+    # --- holding -----------------------------------------------------------------------------------------------
+    def _renew(self) -> None:
+        from prefect.exceptions import PrefectHTTPStatusError
+
+        while not self._stop.wait(LEASE_SECONDS / 3 if self._held.is_set() else 1):
+            try:
+                if self._held.is_set():
+                    self.api().renew_concurrency_lease(self._lease, LEASE_SECONDS)
+                else:
+                    self._take_back()
+            except PrefectHTTPStatusError as e:
+                if e.response.status_code in (404, 410):  # the server no longer knows the lease
+                    log.warning("route lock %s: its lease was lost; taking it back", self.name)
+                    self._held.clear()
+            except Exception:  # the Prefect API is down: the next tick tries again
+                pass
+
+    def _take_back(self) -> None:
+        """After a lost lease: take the slot again; a slot still counted for our own lost lease is ours."""
+        old = self._lease
+        if self._try_take() is None:
+            self._held.set()
+            return
+        holder = read_holder(self.route, self.api)
+        if holder is None or holder.lease_id == old or not holder_is_live(holder, self.api, None):
+            self._reclaim(holder)
+            if self._try_take() is None:
+                self._held.set()
+
+    def ensure_held(self, timeout: float | None = None) -> None:
+        """Block until the lock is held again after a lost lease (call before creating a pipeline run).
+
+        Raises:
+            RouteLockTimeout: it could not be taken back within ``timeout`` seconds.
+        """
+        if not self._held.wait(timeout):
+            raise RouteLockTimeout(self.route, read_holder(self.route, self.api), timeout or 0)
+
+    def release(self) -> None:
+        """Give the slot back and forget the record; an expired lease frees the slot by itself anyway."""
+        self._stop.set()
+        with contextlib.suppress(Exception):
+            holder = read_holder(self.route, self.api)
+            if holder is not None and holder.lease_id == self._lease:
+                self.api().delete_variable_by_name(holder_variable(self.route))
+        if self._lease is not None:
+            with contextlib.suppress(Exception):  # a lost or expired lease has nothing left to release
+                self.api().release_concurrency_slots_with_lease(self._lease)
+        if self._own_api:
+            self.api.close()
+
+
+_held: dict[str, RouteLock] = {}
+_held_lock = threading.Lock()
+
+
+@contextmanager
+def route_lock(
+    route: str,
+    wait_seconds: float | None = None,
+    *,
+    transfer_id: str = "",
+    flow_run_id: str | None = None,
+    api: PrefectApi | None = None,
+) -> Iterator[RouteLock]:
+    """Hold the route's lock for the block (see :class:`RouteLock`).
+
+    Raises:
+        RouteLockTimeout: a live transfer held it for longer than ``wait_seconds`` (None: wait as long as it takes).
+    """
+    lock = RouteLock(route, transfer_id, flow_run_id, api)
+    lock.acquire(wait_seconds)
+    with _held_lock:
+        _held[route] = lock
     try:
-        yield
+        yield lock
     finally:
-        stop.set()
-        with contextlib.suppress(Exception):  # an expired lease frees the slot by itself
-            api().release_concurrency_slots_with_lease(lease_id)
-        if own_api:
-            api.close()
+        with _held_lock:
+            if _held.get(route) is lock:
+                del _held[route]
+        lock.release()
+
+
+def ensure_route_held(route: str, timeout: float | None = None) -> None:
+    """Before a pipeline run is created: the route's lock, when this process holds it, is held right now."""
+    with _held_lock:
+        lock = _held.get(route)
+    if lock is not None:
+        lock.ensure_held(timeout)
+
+
+def live_holder(route: str) -> LockHolder | None:
+    """The transfer holding the route's lock, when a live one does; None when the lock is free, unrecorded
+    (stranded: the transfer that takes it next reclaims it) or held by a flow run that has ended."""
+    if active_slots(route_lock_name(route)) == 0:
+        return None
+    api = PrefectApi()
+    try:
+        holder = read_holder(route, api)
+        return holder if holder is not None and holder_is_live(holder, api) else None
+    finally:
+        api.close()
 
 
 class ReadBudget:

@@ -21,7 +21,7 @@ from acr_transfer.naming import BatchPlan, derive_transfer_id, normalise_artifac
 from acr_transfer.progress import Notice, report
 from acr_transfer.results import ArtifactRow, TransferResult
 from acr_transfer.settings import get_settings
-from tasks import clients
+from tasks import clients, concurrency
 from tasks.report import emit
 from tasks.retry import step_options
 
@@ -74,6 +74,7 @@ def _watch(ctx: TransferContext, registry: RegistryAddress, run: RunState, batch
 @task(name="export-batch", **step_options())
 def export_batch(ctx: TransferContext, batch: BatchPlan) -> RunState:
     """Create (or find) the batch's export run and wait until it has written its blob."""
+    concurrency.ensure_route_held(ctx.route.name, ctx.timeout_seconds)  # a lost lock is taken back first
     run = steps.start_export(clients.shared().arm, clients.shared().storage, clients.shared().vault, ctx, batch)
     get_run_logger().info(
         "export run %s for batch %s (%s artifacts) → blob %s", run.name, batch.index, len(batch.artifacts), run.blob
@@ -110,6 +111,7 @@ def bridge_blob(ctx: TransferContext, batch: BatchPlan, export_run: RunState) ->
 def import_batch(ctx: TransferContext, batch: BatchPlan, export_run: RunState) -> RunState:
     """Create (or find) the batch's import run — or adopt the source trigger's — and wait for it."""
     blob, digest = export_run.blob or "", export_run.catalog_digest
+    concurrency.ensure_route_held(ctx.route.name, ctx.timeout_seconds)
     run = steps.start_import(clients.shared().arm, ctx, batch, blob, digest) or _adopt_trigger_run(
         ctx, batch, blob, digest
     )

@@ -1,26 +1,66 @@
-"""sync-routes in process: a route whose transfer is still running is skipped, not run twice."""
+"""sync-routes in process: a route a live transfer holds is skipped (naming it), a stranded lock is reclaimed."""
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import pytest
-from prefect.concurrency.sync import concurrency
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
 
 from flows.routes import sync_routes
-from tasks.concurrency import ensure_limit, route_lock_name
+from tasks.concurrency import active_slots, ensure_limit, holder_variable, route_lock, route_lock_name
+from tests.support.images import push_file_artifact
 from tests.support.standin import StandIn
+from tests.support.transfer import arm_puts
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_server")]
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_a_route_still_transferring_is_skipped(standin: StandIn, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def routes_env(standin: StandIn, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("TARGET_VAULT_URL", standin.topology["vaults"]["targetvault"]["url"])
     standin.clear_requests()
-    ensure_limit(route_lock_name("direct"), 1)
-    with concurrency(route_lock_name("direct"), occupy=1, strict=True):  # as a running transfer holds it
-        outcomes = sync_routes(routes=["direct"], routes_file=str(ROOT / "routes.example.yaml"))
-    assert [(o.route, o.status) for o in outcomes] == [("direct", "skipped")]
-    assert "still running" in outcomes[0].message
-    assert not [r for r in standin.requests("arm") if r["method"] == "PUT"]
+    return str(ROOT / "routes.example.yaml")
+
+
+def test_a_route_a_live_transfer_holds_is_skipped_naming_it(standin: StandIn, routes_env: str) -> None:
+    busy = uuid.uuid4().hex[:12]
+    with route_lock("direct", transfer_id=busy):  # as a running transfer holds it (recorded, no flow run to ask)
+        outcomes = sync_routes(routes=["direct"], routes_file=routes_env)
+    assert [(o.route, o.status, o.transfer_id) for o in outcomes] == [("direct", "skipped", busy)]
+    assert outcomes[0].message.startswith(f"still running: transfer {busy}")
+    assert not arm_puts(standin)
+    assert active_slots(route_lock_name("direct")) == 0
+
+
+STRANDED = """\
+version: 1
+routes:
+  - name: stranded
+    source:
+      registry: {resource_group: transfer-rg, name: sourceregistry}
+      export_pipeline: exportpipeline
+    target:
+      registry: {resource_group: transfer-rg, name: targetregistry}
+      import_pipeline: directimport
+    artifacts: [%s]
+"""
+
+
+def test_a_stranded_route_lock_is_reclaimed_and_the_route_runs(standin: StandIn, tmp_path: Path) -> None:
+    login = standin.topology["registries"]["sourceregistry"]["login_server"]
+    image = push_file_artifact(login, f"stranded/app{uuid.uuid4().hex[:6]}", "v1", b"stranded lock payload")
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(STRANDED % image.by_tag)
+    # what a Prefect restart with in-memory leases leaves: the slot counted, no lease and no holder on record
+    name = route_lock_name("stranded")
+    ensure_limit(name, 1)
+    with get_client(sync_client=True) as client:
+        client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(active_slots=1))
+        assert client.read_variable_by_name(holder_variable("stranded")) is None
+    outcomes = sync_routes(routes_file=str(routes))
+    assert [(o.route, o.status, o.verified) for o in outcomes] == [("stranded", "succeeded", 1)]
+    assert active_slots(name) == 0  # released at the end, not left counted
