@@ -45,6 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "run":
             p.add_argument("--dry-run", action="store_true", help="print the plan and the checks; create nothing")
             p.add_argument("--show-runs", action="store_true", help="add export and import run names to the table")
+            p.add_argument(
+                "--no-route-lock",
+                action="store_true",
+                help="do not take the route's lock (another transfer of the route may then run at once)",
+            )
     clean = sub.add_parser("cleanup", help="delete old run records by policy (never a failed transfer's)")
     which = clean.add_mutually_exclusive_group(required=True)
     which.add_argument("--registry", help="registry name or ARM resource id")
@@ -80,6 +85,9 @@ def existing_routes_file(given: Path | None) -> Path:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``acr-transfer`` console script; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    # without PREFECT_API_URL a temporary server is started; migrating its fresh database can outlast Prefect's
+    # 20 s default on a busy 2-core machine
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
     if argv and argv[0] == "emulator":
         os.execv(sys.executable, [sys.executable, "-m", "emulator", *argv[1:]])
     args = build_parser().parse_args(argv)
@@ -119,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         if args.command == "preflight":
             return preflight_command(*request_args, out=out)
-        return run_command(*request_args, dry_run=args.dry_run, out=out)
+        return run_command(*request_args, dry_run=args.dry_run, out=out, route_lock=not args.no_route_lock)
     except (PreflightError, ConfigError) as e:  # bad input or a failed check: nothing was created
         return _failed(args, e.message, 2)
     except AcrTransferError as e:

@@ -146,10 +146,20 @@ def preflight_command(routes_file: Path, route: str, artifacts: list[str], trans
 
 
 def run_command(
-    routes_file: Path, route: str, artifacts: list[str], transfer_id: str, *, dry_run: bool, out: Output
+    routes_file: Path,
+    route: str,
+    artifacts: list[str],
+    transfer_id: str,
+    *,
+    dry_run: bool,
+    out: Output,
+    route_lock: bool = True,
 ) -> int:
     """Run ``registry_transfer`` (or, with ``dry_run``, only plan and check); exit 0 only when every
-    requested artifact was verified, 1 when the transfer failed, 2 when preflight failed."""
+    requested artifact was verified, 1 when the transfer failed, 2 when preflight failed.
+
+    The transfer holds the route's lock like every other entry point; ``route_lock=False`` (``--no-route-lock``)
+    skips it, and says so."""
     request = build_request(routes_file, route, artifacts, transfer_id, dry_run)
     ctx = resolve_configured(request, transfer_id)
     with prefect_log(out, transfer_id) as log:
@@ -168,24 +178,26 @@ def run_command(
             _log_line(out, log)
             return code
         board = ProgressBoard(transfer_id)
+        if not route_lock:
+            out.show(Text(f"without the route lock of {route}: another transfer of it may run at once", style="yellow"))
         try:
-            state = _transfer(request, board, out)
+            state = _transfer(request, board, out, route_lock)
         except KeyboardInterrupt:
             out.show(Text(f"interrupted: {_next_step(route, transfer_id, board.created_runs)}", style="yellow"))
             return 130
         return _report(state, board, route, transfer_id, out, log)
 
 
-def _transfer(request: TransferRequest, board: ProgressBoard, out: Output) -> Any:
+def _transfer(request: TransferRequest, board: ProgressBoard, out: Output, route_lock: bool = True) -> Any:
     """The flow's final state; the live board follows its progress notices meanwhile."""
     from flows.transfer import registry_transfer
 
     unsubscribe = subscribe(board)
     try:
         if out.json or out.verbose:
-            return registry_transfer(request, return_state=True)
+            return registry_transfer(request, take_route_lock=route_lock, return_state=True)
         with Live(console=out.console, get_renderable=board.render, refresh_per_second=4, transient=True):
-            return registry_transfer(request, return_state=True)
+            return registry_transfer(request, take_route_lock=route_lock, return_state=True)
     finally:
         unsubscribe()
 
