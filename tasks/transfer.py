@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
@@ -14,7 +15,7 @@ from acr_transfer import steps
 from acr_transfer.azure.registry import RegistryAddress, RunState
 from acr_transfer.azure.storage import BlobFacts
 from acr_transfer.context import TransferContext, resolve_configured
-from acr_transfer.errors import run_failure
+from acr_transfer.errors import redact, run_failure
 from acr_transfer.events import EventName
 from acr_transfer.models import ImportRequest, TransferRequest
 from acr_transfer.naming import BatchPlan, derive_transfer_id, normalise_artifacts
@@ -24,6 +25,8 @@ from acr_transfer.settings import get_settings
 from tasks import clients, concurrency
 from tasks.report import emit
 from tasks.retry import step_options
+
+T = TypeVar("T")
 
 
 @task(name="plan-transfer")
@@ -49,8 +52,11 @@ def _watch(ctx: TransferContext, registry: RegistryAddress, run: RunState, batch
     """Wait for a run with a progress artifact and progress notices; raise when it failed."""
     log = get_run_logger()
     key = re.sub(r"[^a-z0-9-]", "-", f"{step}-{run.name.lower()}")
-    artifact_id: Any = create_progress_artifact(
-        progress=float(run.percentage or 0), key=key, description=f"{step} run {run.name} (batch {batch.index})"
+    artifact_id: Any = bookkeeping(
+        lambda: create_progress_artifact(
+            progress=float(run.percentage or 0), key=key, description=f"{step} run {run.name} (batch {batch.index})"
+        ),
+        "create the progress artifact",
     )
     last = [-1]
 
@@ -60,7 +66,11 @@ def _watch(ctx: TransferContext, registry: RegistryAddress, run: RunState, batch
         # the Prefect server hears of steps of 25 % (and the end): each artifact update and log line is a write
         if pct // 25 != last[0] // 25 or (state.terminal and pct != last[0]):
             last[0] = pct
-            update_progress_artifact(artifact_id=artifact_id, progress=float(min(pct, 100)))
+            if artifact_id is not None:
+                progress = float(min(pct, 100))
+                bookkeeping(
+                    lambda: update_progress_artifact(artifact_id=artifact_id, progress=progress), "update progress"
+                )
             log.info("%s run %s: %s%% (%s)", step, state.name, pct, state.status or state.provisioning_state)
 
     final = clients.shared().watcher.wait(registry, run.name, ctx.timeout_seconds, on_progress)
@@ -69,6 +79,18 @@ def _watch(ctx: TransferContext, registry: RegistryAddress, run: RunState, batch
         raise run_failure(final.error_message or f"provisioningState {final.provisioning_state}", final.name)
     report(Notice(ctx.transfer_id, batch.index, step, "Succeeded", final.name, 100))
     return final
+
+
+def bookkeeping(call: Callable[[], T], what: str) -> T | None:
+    """Our own Prefect API call (an artifact, an event): a failure is one warning, never a failed step; the
+    transfer in Azure goes on whether or not the Prefect server heard of its progress."""
+    try:
+        return call()
+    except Exception as e:
+        get_run_logger().warning(
+            "could not %s (the Prefect API answered %s); the transfer goes on", what, redact(str(e))
+        )
+        return None
 
 
 @task(name="export-batch", **step_options())
