@@ -312,17 +312,29 @@ class RouteLock:
             raise RouteLockTimeout(self.route, read_holder(self.route, self.api), timeout or 0)
 
     def release(self) -> None:
-        """Give the slot back and forget the record; an expired lease frees the slot by itself anyway."""
+        """Give the slot back and forget the record. A lease the server forgot (a restart) cannot be released:
+        then the slot is freed by hand, as long as the record still names this holder."""
+        from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
+        from prefect.exceptions import PrefectHTTPStatusError
+
         self._stop.set()
-        with contextlib.suppress(Exception):
+        try:
             holder = read_holder(self.route, self.api)
-            if holder is not None and holder.lease_id == self._lease:
+            mine = holder is not None and holder.lease_id == self._lease
+            if self._lease is not None:
+                try:
+                    self.api().release_concurrency_slots_with_lease(self._lease)
+                except PrefectHTTPStatusError as e:
+                    if e.response.status_code != 404 or not mine:
+                        raise
+                    self.api().update_global_concurrency_limit(self.name, GlobalConcurrencyLimitUpdate(active_slots=0))
+            if mine:
                 self.api().delete_variable_by_name(holder_variable(self.route))
-        if self._lease is not None:
-            with contextlib.suppress(Exception):  # a lost or expired lease has nothing left to release
-                self.api().release_concurrency_slots_with_lease(self._lease)
-        if self._own_api:
-            self.api.close()
+        except Exception as e:  # bookkeeping: an unreleased slot is reclaimed by the next transfer of the route
+            log.warning("could not release route lock %s (%s); the next transfer reclaims it", self.name, e)
+        finally:
+            if self._own_api:
+                self.api.close()
 
 
 _held: dict[str, RouteLock] = {}
