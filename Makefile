@@ -32,12 +32,17 @@ node_modules/.installed: package.json package-lock.json
 
 setup: .venv/.synced node_modules/.installed
 
-# skopeo proves the stand-in's registries work with a second real client; best effort (Debian, as root)
+# skopeo proves the stand-in's registries work with a second real client; chromium is the browser the UI tests
+# drive (Playwright, from the dev group, cannot download its own here); both best effort (Debian, as root)
 tools:
 	@command -v skopeo >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
 	  { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq skopeo >/dev/null 2>&1 || \
 	    { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq skopeo >/dev/null 2>&1; }; } \
 	  || echo "note: skopeo is not installed; its interoperability tests will be skipped"; }
+	@[ -x /usr/bin/chromium ] || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1 || \
+	    { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1; }; } \
+	  || echo "note: chromium is not installed; the browser tests of the UI (tests/stack/test_ui_browser.py) will be skipped"; }
 
 test: setup tools
 	$(UV) run --frozen pytest $(PYTEST_ARGS)

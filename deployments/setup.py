@@ -4,20 +4,34 @@
   ``$ACR_TRANSFER_WORK_POOL``), and a *process* work pool of that name when none exists (production points the
   variable at a Kubernetes or ACI pool it created itself);
 - per subscription, the shared ARM read budget (a rate limit: burst and refill from settings);
-- per route, the one-slot lock that keeps two transfers of the route from overlapping.
+- per route, the one-slot lock that keeps two transfers of the route from overlapping;
+- for the route-named flows already deployed (``transfer``, ``export-route``, ``import-route-blob``), their
+  ``route`` parameter as a choice of the routes file's names, so the UI's run form offers a select. ``prefect
+  deploy`` writes the schema from the flow's signature again, so run setup after deploying (``make up`` does).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
+from acr_transfer.models import TransferRoute
+from acr_transfer.routes import RoutesFile
 from acr_transfer.settings import get_settings
 
 POOL_VARIABLE = "acr_transfer_work_pool"
+
+# which routes each route-named flow can run: the side(s) of the route it uses must be there
+ROUTE_FLOWS: dict[str, Callable[[TransferRoute], bool]] = {
+    "transfer": lambda r: r.source is not None and r.target is not None,
+    "export-route": lambda r: r.source is not None,
+    "import-route-blob": lambda r: r.target is not None,
+}
 
 
 def ensure_work_pool(console: Console) -> str:
@@ -49,14 +63,16 @@ def ensure_work_pool(console: Console) -> str:
 
 
 def setup(routes_file: Path | None, console: Console) -> None:
-    """Create the work pool variable and pool, the ARM read budgets and the route locks."""
+    """Create the work pool variable and pool, the ARM read budgets and the route locks; offer the route names
+    in the run forms of the route-named deployments already deployed (:func:`offer_route_names`)."""
     from flows.routes import load_configured_routes
     from tasks.concurrency import ensure_limit, ensure_read_budget, route_lock_name
 
     settings = get_settings()
     ensure_work_pool(console)
     subscriptions = {settings.subscription_id} if settings.subscription_id else set()
-    routes = load_configured_routes(routes_file).routes.values() if routes_file is not None else []
+    loaded = load_configured_routes(routes_file) if routes_file is not None else None
+    routes = loaded.routes.values() if loaded is not None else []
     for route in routes:
         for side in (route.source, route.target):
             if side is not None:
@@ -68,3 +84,51 @@ def setup(routes_file: Path | None, console: Console) -> None:
         console.print(
             f"✓ ARM read budget {name}: {settings.read_budget_burst} burst, {settings.read_budget_per_second}/s"
         )
+    if loaded is not None:
+        offer_route_names(loaded, console)
+
+
+def with_route_choices(schema: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """``schema`` (a deployment's parameter schema) with its ``route`` property limited to ``names``: an
+    ``enum``, which Prefect's UI renders as a select and the server enforces when a run is created."""
+    properties = dict(schema.get("properties") or {})
+    properties["route"] = {**properties["route"], "enum": names}
+    return {**schema, "properties": properties}
+
+
+def offer_route_names(routes: RoutesFile, console: Console) -> None:
+    """Make ``route`` a choice of ``routes``' names on every deployment of :data:`ROUTE_FLOWS` (the routes each
+    flow can run); deployments not there yet, or already up to date, are left alone, and so is one whose
+    default ``route`` is not among the choices (the server would refuse the schema; the line printed says so).
+    A route named outside the choice (another ``routes_file``) is then refused when the run is created: run
+    setup again after editing the routes file.
+
+    Raises:
+        prefect.exceptions.PrefectHTTPStatusError: the Prefect API refused a read or an update.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import DeploymentUpdate
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    with get_client(sync_client=True) as client:
+        for flow_name, can_run in ROUTE_FLOWS.items():
+            names = [r.name for r in routes.routes.values() if can_run(r)]
+            found = client.read_deployments(flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])))
+            for deployment in found:
+                schema = deployment.parameter_openapi_schema or {}
+                if not names or "route" not in (schema.get("properties") or {}):
+                    continue
+                wanted = with_route_choices(schema, names)
+                label = f"{flow_name}/{deployment.name}"
+                default = (deployment.parameters or {}).get("route")
+                if default is not None and default not in names:
+                    console.print(
+                        f"! deployment {label}: its default route '{default}' is not one of {', '.join(names)}"
+                        f" ({routes.source}), so route stays free text; change the default in prefect.yaml"
+                    )
+                    continue
+                if wanted == schema:
+                    console.print(f"✓ deployment {label}: route is one of {', '.join(names)}")
+                    continue
+                client.update_deployment(deployment.id, DeploymentUpdate(parameter_openapi_schema=wanted))
+                console.print(f"✓ deployment {label}: route is one of {', '.join(names)} (updated)")

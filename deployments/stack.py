@@ -1,8 +1,10 @@
 """``make up`` / ``make down``: the whole local stack in the background, and gone again.
 
-``up`` starts a Prefect server (SQLite), the local Azure stand-in, runs ``acr-transfer setup``, deploys
-prefect.yaml, then starts a process worker and the event receiver, and prints the URLs. Everything lives in
-``.stack/`` (logs, pids, ``env`` to source); ``down`` stops every process it started.
+``up`` starts a Prefect server (SQLite; its UI on http://127.0.0.1:4200 when that port is free), the local
+Azure stand-in with the demo images in ``sourceregistry``, runs ``acr-transfer setup``, deploys prefect.yaml
+(then setup again, which makes ``route`` a choice of route names in the run forms), starts a process worker and
+the event receiver, and prints the UI and receiver URLs and a ``curl`` of an ACR push webhook to try. Everything
+lives in ``.stack/`` (logs, pids, ``env`` to source); ``down`` stops every process it started.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import secrets
 import shlex
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -24,12 +27,23 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
+PREFECT_PORT = 4200  # Prefect's own default: the URL a newcomer expects
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def port_or_free(preferred: int) -> int:
+    """``preferred`` when nothing listens on it on 127.0.0.1, else any free port."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", preferred))
+        except OSError:
+            return free_port()
+    return preferred
 
 
 def read_env(path: Path) -> dict[str, str]:
@@ -76,12 +90,18 @@ class Stack:
         raise RuntimeError(f"{what} not ready after {timeout:.0f} s; see {self.home / (what + '.log')}")
 
     def start_prefect(self) -> None:
-        port = free_port()
+        port = port_or_free(PREFECT_PORT)
+        api = f"http://127.0.0.1:{port}/api"
         env = {
             **os.environ,
             "PREFECT_HOME": str(self.home / "prefect"),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_UI_ENABLED": "true",
+            # the UI asks /ui-settings for its API URL, which the server derives from these settings, not from
+            # `--port`: without them it would send the browser to 4200 whatever port the server is on
+            "PREFECT_SERVER_API_HOST": "127.0.0.1",
+            "PREFECT_SERVER_API_PORT": str(port),
+            "PREFECT_UI_API_URL": api,
         }
         env.pop("PREFECT_API_URL", None)
         proc = self._start(
@@ -89,7 +109,6 @@ class Stack:
             [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
             env,
         )
-        api = f"http://127.0.0.1:{port}/api"
 
         def healthy() -> bool:
             try:
@@ -123,19 +142,28 @@ class Stack:
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         }
 
+    def seed_demo_images(self) -> None:
+        """The demo images in ``sourceregistry``, so a first ``transfer`` of route ``demo`` passes preflight."""
+        from deployments.demo import push_demo_images  # here: deployments.demo imports this module
+
+        push_demo_images(self.env)
+
+    def _run(self, what: str, cmd: list[str], env: dict[str, str]) -> None:
+        log = self.home / "deploy.log"
+        done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+        with log.open("a") as out:
+            out.write(f"$ {shlex.join(cmd[1:])}\n{done.stdout}{done.stderr}\n")
+        if done.returncode != 0:
+            raise RuntimeError(f"{what} failed (exit {done.returncode}); see {log}")
+
     def setup_and_deploy(self) -> str:
         env = self.child_env()
-        subprocess.run([sys.executable, "-m", "deployments", "setup"], cwd=ROOT, env=env, check=True)
-        done = subprocess.run(
-            [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-        )
-        (self.home / "deploy.log").write_text(done.stdout + done.stderr)
-        if done.returncode != 0:
-            raise RuntimeError(f"prefect deploy --all failed; see {self.home / 'deploy.log'}")
+        setup = [sys.executable, "-m", "deployments", "setup"]
+        self._run("acr-transfer setup", setup, env)  # first: prefect.yaml reads the pool variable it creates
+        self._run("prefect deploy --all", [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"], env)
+        # again, now that the deployments exist: deploying wrote their parameter schemas from the flow
+        # signatures, and setup turns `route` into a choice of route names (idempotent)
+        self._run("acr-transfer setup (route choices)", setup, env)
         return env.get("ACR_TRANSFER_WORK_POOL", "acr-transfer")
 
     def start_worker(self, pool: str) -> None:
@@ -162,8 +190,52 @@ class Stack:
                 return False
 
         self._wait("receiver", healthy, proc)
-        self.urls["event receiver"] = f"{url}/eventgrid?code=<.stack/events-secret>"
+        self.urls["event receiver"] = f"{url}  (POST /eventgrid, POST /acr/<registry>; key: {secret_file})"
         self.env["ACR_TRANSFER_EVENTS_URL"] = url
+
+    def push_webhook_curl(self, repository: str = "demo/hello", tag: str = "v1") -> str:
+        """A ready-to-paste ``curl`` of the webhook ACR sends when ``repository:tag`` is pushed to
+        ``sourceregistry``, keyed with ``x-events-key`` read from the secret file (never the key itself: this
+        text is printed). Each paste gets a new delivery id, so the receiver does not drop it as a repeat."""
+        digest, size, media_type = self._manifest("sourceregistry", repository, tag)
+        body = {
+            "id": "@ID@",
+            "timestamp": "@TIME@",
+            "action": "push",
+            "target": {
+                "mediaType": media_type,
+                "size": size,
+                "digest": digest,
+                "length": size,
+                "repository": repository,
+                "tag": tag,
+            },
+            "request": {"id": "@ID@", "host": "sourceregistry.azurecr.io", "method": "PUT", "useragent": "curl"},
+        }
+        data = (
+            json.dumps(body, separators=(",", ":"))
+            .replace("@ID@", "push-'\"$(date +%s)\"'")
+            .replace("@TIME@", "'\"$(date -u +%Y-%m-%dT%H:%M:%SZ)\"'")
+        )
+        key_file = shlex.quote(str(self.home / "events-secret"))
+        return (
+            f"curl -sS {shlex.quote(self.env['ACR_TRANSFER_EVENTS_URL'] + '/acr/sourceregistry')} \\\n"
+            f"  -H \"x-events-key: $(cat {key_file})\" -H 'Content-Type: application/json' \\\n"
+            f"  -d '{data}'"
+        )
+
+    def _manifest(self, registry: str, repository: str, tag: str) -> tuple[str, int, str]:
+        """Digest, size and media type of ``repository:tag`` in the stand-in's ``registry``."""
+        topology = json.loads(Path(self.env["ACR_TRANSFER_EMULATOR_TOPOLOGY"]).read_text())
+        host = topology["registries"][registry]["login_server"]
+        accept = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json"
+        r = httpx.head(
+            f"https://{host}/v2/{repository}/manifests/{tag}",
+            headers={"Accept": accept},
+            verify=ssl.create_default_context(cafile=self.env["REQUESTS_CA_BUNDLE"]),
+        )
+        r.raise_for_status()
+        return r.headers["Docker-Content-Digest"], int(r.headers["Content-Length"]), r.headers["Content-Type"]
 
     def write_env(self) -> None:
         keep = {k: v for k, v in self.env.items() if k != "ACR_TRANSFER_EVENTS_SECRET"}
@@ -200,12 +272,17 @@ def up(home: Path) -> Stack:
     home.mkdir(parents=True, exist_ok=True)
     stack = Stack(home)
     try:
+        _step("starting the Prefect server")
         stack.start_prefect()
+        _step("starting the local Azure stand-in")
         stack.start_standin()
+        stack.seed_demo_images()
         stack.env.setdefault(
             "ACR_TRANSFER_ROUTES", os.environ.get("ACR_TRANSFER_ROUTES") or str(ROOT / "routes.example.yaml")
         )
+        _step(f"acr-transfer setup, prefect deploy --all (log: {home / 'deploy.log'})")
         pool = stack.setup_and_deploy()
+        _step("starting the worker and the event receiver")
         stack.start_worker(pool)
         stack.start_receiver()
         stack.write_env()
@@ -215,9 +292,13 @@ def up(home: Path) -> Stack:
     return stack
 
 
+def _step(what: str) -> None:
+    print(f"▶ {what}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = argv if argv is not None else sys.argv[1:]
-    home = Path(os.environ.get("ACR_TRANSFER_STACK_DIR", ROOT / ".stack"))
+    home = Path(os.environ.get("ACR_TRANSFER_STACK_DIR", ROOT / ".stack")).resolve()
     if args[:1] == ["down"]:
         Stack(home).down()
         print("local stack stopped")
@@ -229,10 +310,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"a stack is already running from {home}; `make down` first", file=sys.stderr)
         return 1
     stack = up(home)
+    print()
     for name, url in stack.urls.items():
         print(f"{name:>16}: {url}")
     print(f"{'environment':>16}: source {home / 'env'}")
     print(f"{'logs':>16}: {home}/*.log   (stop with `make down`)")
+    print(
+        "\nTry it: in the UI, Deployments → transfer → Run → Custom run, route demo. Or push demo/hello:v1 the way"
+        " ACR's webhook reports it (export-on-push then exports route airgap-out):\n"
+    )
+    print(stack.push_webhook_curl())
     return 0
 
 

@@ -10,7 +10,6 @@ import json
 import ssl
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,62 +18,27 @@ import httpx
 import pytest
 from azure.storage.blob import BlobServiceClient, generate_container_sas
 
-from deployments.demo import push_demo_images
-from deployments.stack import Stack, up
+from deployments.stack import Stack
+from tests.support import prefect_rest
+from tests.support.prefect_rest import RetryingTransport
 
 pytestmark = pytest.mark.integration
-TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    s = up(tmp_path_factory.mktemp("stack"))
-    push_demo_images(s.env)
-    try:
-        yield s
-    finally:
-        s.down()
 
 
 def api(stack: Stack) -> httpx.Client:
-    """The Prefect REST API, retrying 5xx as Prefect's own client does (SQLite is busy on a loaded machine)."""
-    return httpx.Client(base_url=stack.env["PREFECT_API_URL"], timeout=60, transport=RetryingTransport())
-
-
-class RetryingTransport(httpx.HTTPTransport):
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        for attempt in range(6):
-            response = super().handle_request(request)
-            if response.status_code < 500 or attempt == 5:
-                return response
-            response.close()
-            time.sleep(0.5 * 2**attempt)
-        raise AssertionError("unreachable")
+    return prefect_rest.api(stack.env["PREFECT_API_URL"])
 
 
 def deployment(stack: Stack, flow: str, name: str) -> dict[str, Any]:
-    with api(stack) as c:
-        r = c.get(f"/deployments/name/{flow}/{name}")
-        r.raise_for_status()
-        return dict(r.json())
+    return prefect_rest.deployment(stack.env["PREFECT_API_URL"], flow, name)
 
 
 def runs_of(stack: Stack, deployment_id: str) -> list[dict[str, Any]]:
-    with api(stack) as c:
-        r = c.post("/flow_runs/filter", json={"deployments": {"id": {"any_": [deployment_id]}}, "limit": 50})
-        r.raise_for_status()
-        return list(r.json())
+    return prefect_rest.runs_of(stack.env["PREFECT_API_URL"], deployment_id)
 
 
 def wait_for(stack: Stack, run_id: str, timeout: float = 180) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    with api(stack) as c:
-        while time.monotonic() < deadline:
-            run = c.get(f"/flow_runs/{run_id}").json()
-            if run["state_type"] in TERMINAL:
-                return dict(run)
-            time.sleep(1)
-    raise AssertionError(f"flow run {run_id} did not finish in {timeout} s")
+    return prefect_rest.wait_for(stack.env["PREFECT_API_URL"], run_id, timeout)
 
 
 def manifest_digest(stack: Stack, registry: str, repo: str, ref: str) -> str | None:
