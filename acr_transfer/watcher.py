@@ -18,6 +18,30 @@ from dataclasses import dataclass, field
 from acr_transfer.azure.registry import RegistryAddress, RegistryArm, RunState
 from acr_transfer.errors import AcrTransferError, NotFoundError, RunTimeoutError, TransientError
 from acr_transfer.polling import PollPlan, next_delay
+from acr_transfer.retry import backoff_delay
+
+OUTAGE_MAX_DELAY = 30.0  # the longest pause between two reads while ARM does not answer
+
+
+@dataclass(frozen=True)
+class Outage:
+    """Reads of a watched run keep failing: what a person should see while the watcher retries."""
+
+    run: str
+    seconds: float
+    attempts: int
+    last_error: str
+    seconds_left: float
+
+    def line(self) -> str:
+        return (
+            f"reads of run {self.run} failing for {self.seconds:.0f} s ({self.attempts} attempts, last: "
+            f"{self.last_error}); retrying for up to {max(self.seconds_left, 0) / 60:.1f} min more"
+        )
+
+
+class OutageError(RunTimeoutError):
+    """Reads of a run kept failing until the route's deadline (the run itself may well have finished)."""
 
 
 @dataclass
@@ -30,6 +54,8 @@ class _Watch:
     state: RunState | None = None
     error: BaseException | None = None
     misses: int = 0
+    outage_since: float | None = None  # clock time of the first failed read of an unbroken run of them
+    outage: TransientError | None = None
     done: threading.Event = field(default_factory=threading.Event)
     updated: threading.Event = field(default_factory=threading.Event)
 
@@ -52,6 +78,7 @@ class RunWatcher:
         name: str,
         timeout: float,
         on_progress: Callable[[RunState], None] = lambda s: None,
+        on_outage: Callable[[Outage | None], None] = lambda o: None,
     ) -> RunState:
         """Block until the run is terminal; returns its last state.
 
@@ -70,9 +97,14 @@ class RunWatcher:
             self._cond.notify_all()
         # progress callbacks run here, in the waiting thread, so a slow one never delays the shared reads
         seen: RunState | None = None
+        told: tuple[float | None, int] = (None, 0)
         while not watch.done.is_set():
             watch.updated.wait()
             watch.updated.clear()
+            if (watch.outage_since, watch.misses) != told:
+                told = (watch.outage_since, watch.misses)
+                with contextlib.suppress(Exception):
+                    on_outage(self._outage(watch))
             if watch.state is not None and watch.state is not seen:
                 seen = watch.state
                 with contextlib.suppress(Exception):  # a progress display must not stop the wait
@@ -147,8 +179,13 @@ class RunWatcher:
         )
         return found
 
+    def _outage(self, w: _Watch) -> Outage | None:
+        if w.outage_since is None or w.outage is None:
+            return None
+        return Outage(w.name, self.clock() - w.outage_since, w.misses, w.outage.message, w.deadline - self.clock())
+
     def _update(self, w: _Watch, state: RunState) -> None:
-        w.state, w.misses = state, 0
+        w.state, w.misses, w.outage_since, w.outage = state, 0, None, None
         w.updated.set()
         now = self.clock()
         if state.terminal:
@@ -163,11 +200,24 @@ class RunWatcher:
             w.next_due = now + min(delay, max(w.deadline - now, 0.05))
 
     def _retry_later(self, w: _Watch, error: TransientError) -> None:
+        """A failed read: try again, with capped backoff and jitter, until the watch's deadline (the route's
+        ``timeout_minutes``): an ARM outage shorter than that costs time, not the transfer."""
+        now = self.clock()
         w.misses += 1
-        if w.misses >= 3:
-            self._finish(w, error=error)
-        else:
-            w.next_due = self.clock() + max(error.retry_after or 0.0, float(w.misses))
+        w.outage = error
+        if w.outage_since is None:
+            w.outage_since = now
+        if now >= w.deadline:
+            down = now - w.outage_since
+            self._finish(w, error=OutageError(
+                f"reads of pipeline run '{w.name}' have failed for {down:.0f} s ({w.misses} attempts; last: "
+                f"{error.message}); gave up at the route's deadline ({now - w.started:.0f} s) — the run goes on in "
+                "ACR: re-run with the same transfer id to continue"
+            ))  # fmt: skip
+            return
+        delay = backoff_delay(w.misses, self.plan.min_seconds, OUTAGE_MAX_DELAY, error.retry_after)
+        w.next_due = now + min(delay, max(w.deadline - now, 0.05))
+        w.updated.set()
 
     def _finish(self, w: _Watch, error: BaseException | None = None) -> None:
         w.error = error

@@ -22,6 +22,7 @@ from acr_transfer.naming import BatchPlan, derive_transfer_id, normalise_artifac
 from acr_transfer.progress import Notice, report
 from acr_transfer.results import ArtifactRow, TransferResult
 from acr_transfer.settings import get_settings
+from acr_transfer.watcher import Outage, OutageError
 from tasks import clients, concurrency
 from tasks.report import emit
 from tasks.retry import step_options
@@ -73,7 +74,31 @@ def _watch(ctx: TransferContext, registry: RegistryAddress, run: RunState, batch
                 )
             log.info("%s run %s: %s%% (%s)", step, state.name, pct, state.status or state.provisioning_state)
 
-    final = clients.shared().watcher.wait(registry, run.name, ctx.timeout_seconds, on_progress)
+    last_told = [0.0]
+
+    def on_outage(outage: Outage | None) -> None:
+        # what is down and since when, in the log (every 30 s at most) and on the progress artifact
+        if outage is None:
+            log.info("%s run %s: ARM answers again", step, run.name)
+            description = f"{step} run {run.name} (batch {batch.index})"
+        elif outage.attempts == 1 or time.monotonic() - last_told[0] >= 30:
+            last_told[0] = time.monotonic()
+            log.warning("%s run %s: %s", step, run.name, outage.line())
+            description = f"{step} run {run.name} (batch {batch.index}) — ⚠ {outage.line()}"
+        else:
+            return
+        if artifact_id is not None:
+            pct = float(min(last[0], 100)) if last[0] >= 0 else 0.0
+            bookkeeping(
+                lambda: update_progress_artifact(artifact_id=artifact_id, progress=pct, description=description),
+                "update progress",
+            )
+
+    try:
+        final = clients.shared().watcher.wait(registry, run.name, ctx.timeout_seconds, on_progress, on_outage)
+    except OutageError as e:
+        resume = f"acr-transfer run --route {ctx.route.name} --transfer-id {ctx.transfer_id}"
+        raise OutageError(f"transfer {ctx.transfer_id}: {e.message}; resume with `{resume}`") from None
     if final.failed:
         report(Notice(ctx.transfer_id, batch.index, step, "Failed", final.error_message or ""))
         raise run_failure(final.error_message or f"provisioningState {final.provisioning_state}", final.name)

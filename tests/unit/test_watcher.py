@@ -104,3 +104,43 @@ def test_a_disappearing_run_and_a_timeout_are_errors() -> None:
         watcher.wait(REG, "gone1", 5)
     with pytest.raises(RunTimeoutError):
         watcher.wait(REG, "slow1", 0.3)
+
+
+class FlakyArm(FakeArm):
+    """ARM that answers 503 to the first ``failures`` reads (an outage), then as FakeArm."""
+
+    def __init__(self, failures: int, **kw: Any) -> None:
+        super().__init__(["r1"], **kw)
+        self.failures = failures
+
+    def get_run(self, registry: RegistryAddress, name: str) -> RunState | None:
+        from acr_transfer.errors import ServiceUnavailableError
+
+        with self.lock:
+            if self.failures > 0:
+                self.failures -= 1
+                raise ServiceUnavailableError("503 from ARM", status=503)
+        return super().get_run(registry, name)
+
+
+def test_an_outage_shorter_than_the_deadline_costs_time_not_the_run() -> None:
+    arm = FlakyArm(failures=8, seconds=0.05)
+    outages: list[Any] = []
+    watcher = RunWatcher(arm, PollPlan(0.01, 0.02))  # type: ignore[arg-type]
+    final = watcher.wait(REG, "r1", timeout=30, on_outage=outages.append)
+    assert final.succeeded
+    reported = [o for o in outages if o is not None]
+    assert [o.attempts for o in reported] == list(range(1, 9))  # each failed read is told, in order
+    assert "503 from ARM" in reported[-1].line() and "retrying for up to" in reported[-1].line()
+    assert outages[-1] is None  # and the recovery
+
+
+def test_an_outage_that_outlasts_the_deadline_names_the_run_and_the_way_back() -> None:
+    from acr_transfer.watcher import OutageError
+
+    arm = FlakyArm(failures=10_000, seconds=0.05)
+    watcher = RunWatcher(arm, PollPlan(0.01, 0.02))  # type: ignore[arg-type]
+    with pytest.raises(OutageError, match=r"reads of pipeline run 'r1' have failed for .* last: 503 from ARM") as e:
+        watcher.wait(REG, "r1", timeout=1.0)
+    assert "re-run with the same transfer id to continue" in str(e.value)
+    assert isinstance(e.value, RunTimeoutError)  # permanent: the step is not retried past the deadline
