@@ -36,7 +36,9 @@ class Check:
     @property
     def line(self) -> str:
         mark = "✓" if self.ok else "✗"
-        return f"{mark} {self.name}: {self.detail}" + (f" — fix: {self.fix}" if self.fix and not self.ok else "")
+        # a name ending in a URL is not followed by ':', which the Prefect UI's auto-linking takes into the link
+        joint = " —" if "://" in self.name.rsplit(" ", 1)[-1] else ":"
+        return f"{mark} {self.name}{joint} {self.detail}" + (f" — fix: {self.fix}" if self.fix and not self.ok else "")
 
 
 def _guard(name: str, fix: str, fn: Callable[[], str]) -> Check:

@@ -194,8 +194,8 @@ def test_check_export_side_all_good_lists_every_check() -> None:
     checks = preflight.check_export_side(ctx, azure.secrets, azure.blobs, set())
     token = azure.secrets.token(EXPORT_SECRET)
     assert [c.line for c in checks] == [
-        f"✓ export SAS secret {EXPORT_SECRET}: {token} covers 'rawl' until after the deadline",
-        f"✓ export container {EXPORT_CONTAINER}: answers a list with its SAS",
+        f"✓ export SAS secret {EXPORT_SECRET} — {token} covers 'rawl' until after the deadline",
+        f"✓ export container {EXPORT_CONTAINER} — answers a list with its SAS",
         f"✓ export blob name 'demo/{TID}/batch001.tar': free",
         f"✓ export blob name 'demo/{TID}/batch002.tar': free",
     ]
@@ -215,7 +215,7 @@ def test_check_export_side_managed_identity_reads_no_secret() -> None:
     azure = FakeAzure.for_ctx(ctx)
     checks = preflight.check_export_side(ctx, azure.secrets, azure.blobs, set())
     assert [c.line for c in checks] == [
-        f"✓ export container {EXPORT_CONTAINER}: answers a list with this identity",
+        f"✓ export container {EXPORT_CONTAINER} — answers a list with this identity",
         f"✓ export blob name '{BLOB}': free",
     ]
     assert (azure.secrets.read, azure.blobs.checked) == ([], [(EXPORT_CONTAINER, None)])
@@ -294,8 +294,8 @@ def test_check_import_side_all_good() -> None:
     checks = preflight.check_import_side(ctx, azure.secrets, azure.blobs)
     token = azure.secrets.token(IMPORT_SECRET)
     assert [c.line for c in checks] == [
-        f"✓ import SAS secret {IMPORT_SECRET}: {token} covers 'rl' until after the deadline",
-        f"✓ import container {EXPORT_CONTAINER}: answers a list with its SAS",
+        f"✓ import SAS secret {IMPORT_SECRET} — {token} covers 'rl' until after the deadline",
+        f"✓ import container {EXPORT_CONTAINER} — answers a list with its SAS",
     ]
 
 
