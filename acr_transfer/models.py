@@ -7,6 +7,7 @@ pipelines at run time.
 
 from __future__ import annotations
 
+import json
 import re
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -24,6 +25,10 @@ REGISTRY_ID = re.compile(
 )
 SECRET_URI = re.compile(r"^https://[^/\s?#]+/secrets/[A-Za-z0-9-]{1,127}/?\Z")
 PLACEHOLDERS = {"route", "transfer_id", "batch", "date"}
+# Prefect's API refuses a flow run whose parameters are larger (its setting server.api.max_parameter_size, env
+# PREFECT_SERVER_API_MAX_PARAMETER_SIZE, counts the compact JSON of the parameters); this is its default
+PARAMETER_LIMIT = 524_288
+PARAMETER_RESERVE = 1024  # left for a flow's other parameters (take_route_lock, lock_wait_seconds, …)
 RESOURCE_GROUP_PUNCTUATION = set("_-.()")
 
 
@@ -275,3 +280,54 @@ class TransferRequest(Strict):
 
     def wanted_artifacts(self) -> list[str]:
         return list(self.artifacts) if self.artifacts else list(self.route.artifacts)
+
+
+JsonSizes = dict[int, tuple[str, int]]  # id of a string → the string (kept alive, so the id stays its) and its size
+
+
+def parameter_bytes(request: TransferRequest | ImportRequest, sizes: JsonSizes | None = None) -> int:
+    """The bytes ``request`` takes as the ``request`` parameter of a flow run, counted as Prefect's API counts
+    them: ``json.dumps`` of its JSON form, compact, non-ASCII characters escaped.
+
+    Args:
+        request: the request.
+        sizes: the encoded size of each string met so far, to share between calls: a string many requests hold
+            (a description from an alias or the defaults) is encoded once.
+    """
+    return len('{"request":}') + _json_size(request.model_dump(mode="json"), {} if sizes is None else sizes)
+
+
+def _json_size(value: object, sizes: JsonSizes) -> int:
+    """``len(json.dumps(value, separators=(",", ":")))``, a string met before not encoded again."""
+    if isinstance(value, str):
+        known = sizes.get(id(value))
+        if known is None or known[0] is not value:
+            known = sizes[id(value)] = (value, len(json.dumps(value)))
+        return known[1]
+    if isinstance(value, dict):
+        items = sum(_json_size(str(k), sizes) + 1 + _json_size(v, sizes) for k, v in value.items())
+        return 2 + items + max(len(value) - 1, 0)
+    # a list (artifacts: at most max_artifacts references, each short) and a number go to the C encoder at once
+    return len(json.dumps(value, separators=(",", ":")))
+
+
+def parameter_size_problem(
+    request: TransferRequest | ImportRequest, limit: int = PARAMETER_LIMIT, sizes: JsonSizes | None = None
+) -> str | None:
+    """What is wrong with the size of ``request`` as a flow run's parameters, or None (also when ``limit`` is 0).
+
+    A request over Prefect's limit would be refused with a 422 when its flow run is created, echoing the whole
+    input; this says so before any flow run exists, naming the route and the size. ``sizes`` as for
+    :func:`parameter_bytes`.
+    """
+    if limit <= 0:
+        return None
+    size = parameter_bytes(request, sizes)
+    if size + PARAMETER_RESERVE <= limit:
+        return None
+    return (
+        f"route '{shown(request.route.name)}' makes a request of {size:,} bytes, more than a Prefect flow run takes "
+        f"as parameters ({limit:,} bytes with {PARAMETER_RESERVE:,} left for the flow's other parameters; Prefect's "
+        "server.api.max_parameter_size); list fewer or shorter artifacts, shorten its description, or split it "
+        "into several routes"
+    )

@@ -13,10 +13,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from acr_transfer.azure.keyvault import SecretFacts
 from acr_transfer.azure.registry import RegistryAddress, RunState, StorageAccessMode
-from acr_transfer.azure.storage import BlobFacts
+from acr_transfer.azure.storage import BlobFacts, CopyRefused
 from acr_transfer.context import TransferContext
-from acr_transfer.errors import ConfigError, PermanentError, RunTimeoutError, TransientError, VerificationError
+from acr_transfer.errors import (
+    AuthError,
+    ConfigError,
+    PermanentError,
+    RunTimeoutError,
+    SasTokenError,
+    TransientError,
+    VerificationError,
+    shown,
+)
 from acr_transfer.naming import BatchPlan
 from acr_transfer.ports import Blobs, PipelineRuns, Secrets
 from acr_transfer.refs import ArtifactRef
@@ -75,13 +85,24 @@ def _attempt_blob(blob: str, attempt: int) -> str:
 
 
 def _sas(vault: Secrets, secret_uri: str | None) -> SasToken:
+    return _secret(vault, secret_uri)[1]
+
+
+def _secret(vault: Secrets, secret_uri: str | None) -> tuple[SecretFacts, SasToken]:
     if not secret_uri:
         raise ConfigError("a SasToken-mode pipeline has no keyVaultUri")
-    return vault.sas(secret_uri)[1]
+    return vault.sas(secret_uri)
 
 
 def bridge(storage: Blobs, vault: Secrets, ctx: TransferContext, export_run: RunState) -> BlobFacts | None:
-    """Copy the exported blob into the import container, server-side; None when no copy is needed."""
+    """Copy the exported blob into the import container, server-side; None when no copy is needed.
+
+    Raises:
+        PermanentError: the export pipeline is not in SasToken mode, or its run names no blob.
+        AuthError / SasTokenError: storage refused a SAS; the message names the Key Vault secret it came from
+            (the export pipeline's for the source, the route's bridge secret for the target) and never the SAS.
+        and whatever :meth:`~acr_transfer.azure.storage.BlobStorage.copy_blob` and reading the secrets raise.
+    """
     if not ctx.bridged:
         return None
     export, imp = ctx.export, ctx.imp
@@ -93,9 +114,37 @@ def bridge(storage: Blobs, vault: Secrets, ctx: TransferContext, export_run: Run
     blob = export_run.blob
     if not blob:
         raise PermanentError(f"export run '{export_run.name}' names no blob to bridge; its request has no target name")
-    source_sas = _sas(vault, export.secret_uri)
-    target_sas = vault.sas(ctx.route.bridge.secret_uri)[1] if ctx.route.bridge.secret_uri else None
-    return storage.copy_blob(export.container_uri, blob, source_sas, imp.container_uri, target_sas)
+    source = _secret(vault, export.secret_uri)
+    target = vault.sas(ctx.route.bridge.secret_uri) if ctx.route.bridge.secret_uri else None
+    try:
+        return storage.copy_blob(
+            export.container_uri, blob, source[1], imp.container_uri, target[1] if target else None
+        )
+    except (AuthError, SasTokenError) as e:
+        side = e.side if isinstance(e, CopyRefused) else None
+        secrets = {"source": source[0], "target": target[0] if target else None}
+        named: list[SecretFacts | None] = [secrets[side]] if side else [facts for facts in secrets.values() if facts]
+        if not any(named):  # the worker's identity writes: storage's message already says what to grant
+            raise
+        kind = SasTokenError if isinstance(e, SasTokenError) else AuthError
+        raise kind(_refused(ctx, blob, e, named, side), code=e.code, status=e.status) from None
+
+
+_NEEDS = {"source": "r", "target": "rcw"}  # what each SAS of a bridge copy must allow
+
+
+def _refused(
+    ctx: TransferContext, blob: str, e: AuthError | SasTokenError, named: list[SecretFacts | None], side: str | None
+) -> str:
+    """A refused bridge copy, said the way preflight says it: which secret's SAS, and what to renew."""
+    which = " or ".join(f"secret '{f.name}' (vault {f.vault})" for f in named if f)
+    uris = ", ".join(f.uri for f in named if f)
+    needs = f"sp ⊇ {_NEEDS[side]}" if side else "sp ⊇ r for the source, c+w+r for the target"
+    refused = " ".join(str(part) for part in (e.status, e.code) if part) or "by storage"
+    return (
+        f"route '{ctx.route.name}': bridging blob '{blob}': the SAS in {which} was refused ({refused}); renew it "
+        f"in Key Vault ({uris}: {needs}, unexpired, spr=https). Storage said: {shown(e.message, 300)}"
+    )
 
 
 def start_import(

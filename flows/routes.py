@@ -20,12 +20,13 @@ from typing import Any
 from prefect import flow, get_run_logger, tags, task
 from prefect.artifacts import create_table_artifact
 from prefect.futures import PrefectFuture, as_completed
+from prefect.settings import get_current_settings
 from prefect.states import Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel
 
 from acr_transfer.errors import AcrTransferError, ConfigError, redact
-from acr_transfer.models import ImportRequest, TransferRequest, TransferRoute
+from acr_transfer.models import ImportRequest, TransferRequest, TransferRoute, parameter_size_problem
 from acr_transfer.results import ExportedBlob, TransferResult
 from acr_transfer.routes import RouteLimits, RoutesFile, load_routes, routes_path
 from acr_transfer.settings import get_settings
@@ -37,13 +38,23 @@ LOCK_WAIT_SECONDS = 60
 
 def route_limits() -> RouteLimits:
     """What this process's settings let a routes file ask for: ``ACR_TRANSFER_MAX_ARTIFACTS`` artifacts a route,
-    registries in ``ACR_TRANSFER_ALLOWED_SUBSCRIPTIONS`` (else ``AZURE_SUBSCRIPTION_ID``).
+    registries in ``ACR_TRANSFER_ALLOWED_SUBSCRIPTIONS`` (else ``AZURE_SUBSCRIPTION_ID``), requests no larger than
+    Prefect's ``PREFECT_SERVER_API_MAX_PARAMETER_SIZE`` (as this process's Prefect settings say).
 
     Raises:
         ConfigError: the settings themselves are invalid.
     """
     settings = get_settings()
-    return RouteLimits(max_artifacts=settings.max_artifacts, allowed_subscriptions=settings.permitted_subscriptions())
+    return RouteLimits(
+        max_artifacts=settings.max_artifacts,
+        allowed_subscriptions=settings.permitted_subscriptions(),
+        max_parameter_bytes=parameter_limit(),
+    )
+
+
+def parameter_limit() -> int:
+    """The most bytes a flow run's parameters may take, as Prefect's API counts them (0: no limit)."""
+    return get_current_settings().server.api.max_parameter_size
 
 
 def load_configured_routes(routes_file: str | Path | None) -> RoutesFile:
@@ -163,8 +174,12 @@ def sync_route(route: str, routes_file: str | None) -> RouteOutcome | State:
         if holder is not None:
             return _busy(route, holder)
         half = export_artifacts if rt.target is None else registry_transfer
+        request = TransferRequest(route=rt)
+        too_large = parameter_size_problem(request, parameter_limit())  # Prefect would refuse its run with a 422
+        if too_large:
+            raise ConfigError(too_large)
         with tags(f"route:{route}"):
-            state: State[Any] = half(TransferRequest(route=rt), lock_wait_seconds=LOCK_WAIT_SECONDS, return_state=True)
+            state: State[Any] = half(request, lock_wait_seconds=LOCK_WAIT_SECONDS, return_state=True)
         result: object = state.result(raise_on_failure=False)
     except Exception as e:
         result = e

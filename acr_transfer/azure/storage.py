@@ -45,6 +45,15 @@ SYNC_COPY_LIMIT = 256 * 1024 * 1024  # Copy Blob From URL accepts sources up to 
 _TRANSIENT_COPY_FAILURE = re.compile(r"(?i)\b(5\d\d|timeout|timed out|server ?busy|internal ?error|unavailable)\b")
 
 
+class CopyRefused(AuthError):
+    """Storage refused a bridge copy's SAS (or identity); ``side`` says whose: ``"source"`` (the export
+    pipeline's SAS, reading the blob) or ``"target"`` (the bridge SAS or the identity, writing it)."""
+
+    def __init__(self, message: str, *, side: str, code: str | None = None, status: int | None = None) -> None:
+        super().__init__(message, code=code, status=status)
+        self.side = side
+
+
 @dataclass(frozen=True)
 class BlobFacts:
     """What is known about one blob (no SAS, no content)."""
@@ -137,7 +146,7 @@ class BlobStorage:
 
         Raises:
             NotFoundError: the source blob or a container does not exist.
-            AuthError: a SAS or the identity does not allow the operation (the message says which side).
+            CopyRefused: a SAS or the identity does not allow the operation (an AuthError; ``side`` says whose).
             VerificationError: the copy differs from the source in size or Content-MD5 (both values named).
             PermanentError / ServiceUnavailableError: the copy failed or was aborted (transient when the
                 service's description says so, e.g. a 500 reading the source).
@@ -146,8 +155,11 @@ class BlobStorage:
             TransientError: storage stayed throttled or unavailable through our retries.
         """
         where = f"blob '{blob}' from container {source_container_uri} to container {target_container_uri}"
-        with self._container(source_container_uri, source_sas) as src:
-            src_props = self._properties(src.get_blob_client(blob), source_container_uri, blob, source_sas)
+        try:
+            with self._container(source_container_uri, source_sas) as src:
+                src_props = self._properties(src.get_blob_client(blob), source_container_uri, blob, source_sas)
+        except AuthError as e:
+            raise CopyRefused(e.message, side="source", code=e.code, status=e.status) from None
         if src_props is None:
             raise NotFoundError(
                 f"blob '{blob}' not found in container {source_container_uri}; the export run has not written it "
@@ -155,17 +167,21 @@ class BlobStorage:
             )
         source = _facts(src_props)
         source_path = urlsplit(f"{source_container_uri.rstrip('/')}/{quote(blob, safe='/~')}").path
-        with self._container(target_container_uri, target_sas) as container:
-            target = container.get_blob_client(blob)
-            props = self._properties(target, target_container_uri, blob, target_sas)
-            if props is not None and props.copy.status == "pending" and _copied_from(props, source_path):
-                props = self._wait_for_copy(target, where, target_sas, poll_seconds, time.monotonic() + timeout)
-            elif props is None or not _same_content(_facts(props), source):
-                self._start_copy(target, source, source_container_uri, source_sas, where, target_sas, sync_limit)
-                props = None
-                if source.size > sync_limit:
+        try:
+            with self._container(target_container_uri, target_sas) as container:
+                target = container.get_blob_client(blob)
+                props = self._properties(target, target_container_uri, blob, target_sas)
+                if props is not None and props.copy.status == "pending" and _copied_from(props, source_path):
                     props = self._wait_for_copy(target, where, target_sas, poll_seconds, time.monotonic() + timeout)
-            return self._verify_copy(target, source, target_container_uri, target_sas, props)
+                elif props is None or not _same_content(_facts(props), source):
+                    self._start_copy(target, source, source_container_uri, source_sas, where, target_sas, sync_limit)
+                    props = None
+                    if source.size > sync_limit:
+                        props = self._wait_for_copy(target, where, target_sas, poll_seconds, time.monotonic() + timeout)
+                return self._verify_copy(target, source, target_container_uri, target_sas, props)
+        except AuthError as e:  # the copy reads its source with the source SAS: that one failed
+            side = "source" if e.code == "CannotVerifyCopySource" else "target"
+            raise CopyRefused(e.message, side=side, code=e.code, status=e.status) from None
 
     def delete_blob(self, container_uri: str, blob: str, sas: SasToken | None) -> bool:
         """Delete a blob and its snapshots.

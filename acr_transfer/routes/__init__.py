@@ -13,10 +13,13 @@ Every problem in a file is collected and reported in one ConfigError, each with 
 (``routes[0].target.registry.nmae``), so a user fixes the whole file in one pass.
 
 Loading is a pure function of its input, like regsync's ``ConfigLoadReader``: the text, the environment it
-interpolates from, and the :class:`RouteLimits` the caller passes; no process settings are read here. The
+interpolates from, and the :class:`RouteLimits` the caller passes; no process settings are read here. Its cost
+is bounded by the file's size: a file over ``max_file_bytes`` is refused unread, more than ``max_routes`` routes
+while they are parsed, and an alias is scanned once however often it is referenced. The
 modules of this package, in the order a document goes through them:
 
-    compose         YAML → plain data with the line of every key; node, depth and alias caps
+    limits          RouteLimits: what a file may ask for and what loading it may cost
+    compose         YAML → plain data with the line of every key; node, depth, route and alias caps
     inline_secrets  refuse keys named like secrets and SAS signatures
     interpolate     drop ``x-`` keys, expand ``${VAR}``
     merge           the defaults cascade, with the origin of every merged value
@@ -38,15 +41,9 @@ from acr_transfer.models import TransferRoute
 from acr_transfer.routes.compose import compose
 from acr_transfer.routes.inline_secrets import stop_at_inline_secrets
 from acr_transfer.routes.interpolate import interpolate, without_x_keys
+from acr_transfer.routes.limits import RouteLimits, file_too_large
 from acr_transfer.routes.report import Report
-from acr_transfer.routes.validate import (
-    SUPPORTED_VERSION,
-    TOP_LEVEL_KEYS,
-    RouteLimits,
-    check_top_level,
-    defaults_of,
-    routes_of,
-)
+from acr_transfer.routes.validate import SUPPORTED_VERSION, TOP_LEVEL_KEYS, check_top_level, defaults_of, routes_of
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -64,6 +61,7 @@ __all__ = [
 ROUTES_VARIABLE = "ACR_TRANSFER_ROUTES"
 DEFAULT_ROUTES_FILE = Path("routes.yaml")
 DEFAULT_LIMITS = RouteLimits()
+KNOWN_SHOWN = 20  # route names a "not in the file" message lists
 
 
 @dataclass(frozen=True)
@@ -86,8 +84,7 @@ class RoutesFile:
         """
         if name in self.routes:
             return self.routes[name]
-        known = ", ".join(self.routes) or "(none)"
-        raise ConfigError(f"route '{shown(name)}' is not in {self.source}; known routes: {known}")
+        raise ConfigError(f"route '{shown(name)}' is not in {self.source}; known routes: {self._known()}")
 
     def select(self, names: list[str] | None) -> list[TransferRoute]:
         """The named routes in the order given (duplicates dropped); ``None`` or ``[]`` selects every route.
@@ -101,10 +98,13 @@ class RoutesFile:
         unknown = [name for name in wanted if name not in self.routes]
         if unknown:
             named = ", ".join(f"'{shown(name)}'" for name in unknown[:20]) + (" …" if len(unknown) > 20 else "")
-            raise ConfigError(
-                f"route(s) {named} not in {self.source}; known routes: {', '.join(self.routes) or '(none)'}"
-            )
+            raise ConfigError(f"route(s) {named} not in {self.source}; known routes: {self._known()}")
         return [self.routes[name] for name in wanted]
+
+    def _known(self) -> str:
+        names = list(self.routes)
+        listed = ", ".join(names[:KNOWN_SHOWN]) or "(none)"
+        return listed + (f" … ({len(names)} in all)" if len(names) > KNOWN_SHOWN else "")
 
 
 def routes_path(given: str | Path | None, environ: Mapping[str, str] = os.environ) -> Path:
@@ -125,15 +125,22 @@ def load_routes(
 
     Args:
         path: the YAML file (UTF-8).
-        limits: what a route may ask for (artifact count, subscriptions); the defaults check no subscriptions.
+        limits: what the file and a route may ask for (file size, routes, artifacts, subscriptions, parameter
+            size); the defaults check no subscriptions.
         environ: where ``${VAR}`` is read (default: this process's environment, at the time of the call).
 
     Raises:
-        ConfigError: the file cannot be read, or has problems; every problem is listed with its line.
+        ConfigError: the file cannot be read, is larger than ``limits.max_file_bytes`` (at most one byte more is
+            read), or has problems; every problem is listed with its line.
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        with path.open("rb") as file:
+            data = file.read(limits.max_file_bytes + 1)
+            if len(data) > limits.max_file_bytes:
+                size = os.fstat(file.fileno()).st_size
+                raise ConfigError(file_too_large(str(path), max(size, len(data)), limits.max_file_bytes))
+        text = data.decode("utf-8-sig")
     except FileNotFoundError:
         raise ConfigError(f"routes file '{path}' not found; copy routes.example.yaml to start one") from None
     except (OSError, UnicodeDecodeError) as e:
@@ -154,16 +161,21 @@ def parse_routes(
     Args:
         text: the YAML document.
         source: how messages name the document (usually its path).
-        limits: what a route may ask for (artifact count, subscriptions); the defaults check no subscriptions.
+        limits: what the document and a route may ask for (size, routes, artifacts, subscriptions, parameter
+            size); the defaults check no subscriptions.
         environ: where ``${VAR}`` is read (default: this process's environment, at the time of the call).
 
     Raises:
-        ConfigError: YAML syntax (with line and column), an unsupported version, unknown keys, inline
-            secrets, unset environment variables, invalid or duplicate routes, too many artifacts, a registry in
-            a subscription ``limits`` does not allow: all listed in one message.
+        ConfigError: a document over ``limits.max_file_bytes`` (as UTF-8) or with more than ``limits.max_routes``
+            routes, YAML syntax (with line and column), an unsupported version, unknown keys, inline secrets, unset
+            environment variables, invalid or duplicate routes, too many artifacts, a registry in a subscription
+            ``limits`` does not allow, a route too large for a flow run's parameters: all listed in one message.
     """
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > limits.max_file_bytes:
+        raise ConfigError(file_too_large(source, size, limits.max_file_bytes))
     report = Report(source)
-    data = compose(text, report)
+    data = compose(text, report, limits.max_routes)
     check_top_level(data, report)
     stop_at_inline_secrets(data, report)
     data = interpolate(without_x_keys(data), (), report, os.environ if environ is None else environ)

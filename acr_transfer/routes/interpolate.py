@@ -4,6 +4,9 @@
 as unset); ``$${`` is a literal ``${``. Only string values are expanded, never keys. A reference that cannot be
 expanded is reported, and its location remembered in ``report.unresolved`` so that validating the value
 does not report it a second time.
+
+Each string is expanded once however often an alias repeats it (it is the same object at every reference): the
+expansion and its problems are kept by the string's ``id`` and given again at each further location.
 """
 
 from __future__ import annotations
@@ -12,7 +15,10 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from acr_transfer.errors import shown
 from acr_transfer.routes.report import Loc, Report
+
+Expanded = dict[int, tuple[str, list[str]]]  # id of a string → its expansion and the problems found in it
 
 _ENV_REF = re.compile(r"(?P<escape>\$\$\{)|\$\{(?P<body>[^}]*)\}|(?P<open>\$\{)")
 _ENV_BODY = re.compile(r"(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>.*))?", re.DOTALL)
@@ -32,27 +38,42 @@ def without_x_keys(value: Any) -> Any:
     return value
 
 
-def interpolate(value: Any, loc: Loc, report: Report, environ: Mapping[str, str]) -> Any:
+def interpolate(
+    value: Any, loc: Loc, report: Report, environ: Mapping[str, str], expanded: Expanded | None = None
+) -> Any:
     """``value`` (found at ``loc``) with ``${VAR}`` and ``${VAR:-default}`` in its strings read from ``environ``.
 
     Unset variables without a default and malformed references are reported to ``report``, and left as written.
+    ``expanded`` is the memo of strings already expanded (a new one when None).
     """
+    memo: Expanded = {} if expanded is None else expanded
     if isinstance(value, dict):
-        return {k: interpolate(v, (*loc, k), report, environ) for k, v in value.items()}
+        return {k: interpolate(v, (*loc, k), report, environ, memo) for k, v in value.items()}
     if isinstance(value, list):
-        return [interpolate(v, (*loc, i), report, environ) for i, v in enumerate(value)]
-    if not isinstance(value, str) or "${" not in value:
+        return [interpolate(v, (*loc, i), report, environ, memo) for i, v in enumerate(value)]
+    if not isinstance(value, str):
         return value
-    return _ENV_REF.sub(lambda match: _expand(match, loc, report, environ), value)
+    if id(value) not in memo:
+        problems: list[str] = []
+        text = _ENV_REF.sub(lambda match: _expand(match, problems, environ), value) if "${" in value else value
+        memo[id(value)] = (text, problems)
+    text, problems = memo[id(value)]
+    for problem in problems:
+        report.add(loc, problem)
+    if problems:
+        report.unresolved.add(loc)
+    return text
 
 
-def _expand(match: re.Match[str], loc: Loc, report: Report, environ: Mapping[str, str]) -> str:
+def _expand(match: re.Match[str], problems: list[str], environ: Mapping[str, str]) -> str:
     if match["escape"]:
         return "${"
     body = _ENV_BODY.fullmatch(match["body"] or "")
     if body is None:
-        problem = "has an unclosed '${'" if match["open"] else f"has '${{{match['body']}}}', not a variable name"
-        report.add(loc, f"{problem}; write ${{VAR}} or ${{VAR:-default}} (or $${{ for a literal ${{)")
+        problem = (
+            "has an unclosed '${'" if match["open"] else f"has '${{{shown(match['body'], 60)}}}', not a variable name"
+        )
+        problems.append(f"{problem}; write ${{VAR}} or ${{VAR:-default}} (or $${{ for a literal ${{)")
     else:
         given = environ.get(body["name"])
         if given:
@@ -61,8 +82,6 @@ def _expand(match: re.Match[str], loc: Loc, report: Report, environ: Mapping[str
             return body["default"]
         if given is not None:
             return given
-        report.add(
-            loc, f"environment variable {body['name']} is not set; set it, or write ${{{body['name']}:-DEFAULT}}"
-        )
-    report.unresolved.add(loc)
+        name = shown(body["name"], 60)
+        problems.append(f"environment variable {name} is not set; set it, or write ${{{name}:-DEFAULT}}")
     return match[0]

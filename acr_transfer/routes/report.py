@@ -14,6 +14,9 @@ from acr_transfer.errors import ConfigError, shown
 
 Loc = tuple[str | int, ...]
 SHOWN_PROBLEMS = 100  # a file with thousands of problems gets the first of them and a count, not megabytes
+PROBLEM_CHARS = 400  # one problem's line, path included
+PATH_CHARS = 120  # a path 40 long keys deep is user input too
+MESSAGE_CHARS = 10_000  # all the lines listed: the message reaches terminals, logs and Prefect's UI
 
 
 @dataclass
@@ -43,24 +46,36 @@ class Report:
         """Raise the problems found so far, by line, as one ConfigError.
 
         Raises:
-            ConfigError: when there is at least one problem; at most SHOWN_PROBLEMS are listed, then a count.
+            ConfigError: when there is at least one problem; the first ones by line are listed (at most
+                SHOWN_PROBLEMS, each clipped to PROBLEM_CHARS, MESSAGE_CHARS in all), then a count of the rest.
         """
         if not self.problems:
             return
         ordered = sorted(self.problems, key=lambda problem: problem[0])
         count = f"{len(ordered)} problem" + ("s" if len(ordered) > 1 else "")
-        body = "\n".join(f"  line {line}: {text}" for line, text in ordered[:SHOWN_PROBLEMS])
-        if len(ordered) > SHOWN_PROBLEMS:
-            body += f"\n  … and {len(ordered) - SHOWN_PROBLEMS} more"
+        lines: list[str] = []
+        used = 0
+        for line, text in ordered[:SHOWN_PROBLEMS]:
+            entry = shown(f"  line {line}: {text}", PROBLEM_CHARS)
+            if used + len(entry) > MESSAGE_CHARS:
+                break
+            lines.append(entry)
+            used += len(entry) + 1
+        if len(ordered) > len(lines):
+            lines.append(f"  … and {len(ordered) - len(lines)} more")
+        body = "\n".join(lines)
         raise ConfigError(f"routes file {self.source} has {count}; fix and load it again:\n{body}")
 
 
 def dotted(loc: Loc) -> str:
-    """``routes[0].target.registry`` for a location (key names clipped and escaped)."""
+    """``routes[0].target.registry`` for a location (key names clipped and escaped; a path longer than
+    PATH_CHARS keeps its start and its end, where the key the message is about is)."""
     text = ""
     for part in loc:
         name = shown(part, 40) if isinstance(part, str) else part
         text += f"[{part}]" if isinstance(part, int) else (f".{name}" if text else str(name))
+    if len(text) > PATH_CHARS:
+        text = f"{text[: PATH_CHARS // 3]}…{text[-(PATH_CHARS - PATH_CHARS // 3) :]}"
     return text or "(top level)"
 
 

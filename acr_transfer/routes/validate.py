@@ -4,23 +4,27 @@ Modelled on regsync's config (regclient ``cmd/regsync/config.go``): an unknown v
 its line (and the nearest allowed key), and safety floors are enforced at load rather than discovered at run
 time: timeout_minutes and batch_size within bounds, at most ``RouteLimits.max_artifacts`` artifacts, artifact
 references and the blob name template usable, and (when the caller names them) registries only in allowed
-subscriptions. Each route is validated as pydantic's ``TransferRoute``, its messages reworded to say what to do.
-Inline secrets are refused earlier, by ``inline_secrets``.
+subscriptions, and a route whose request would be larger than a Prefect flow run's parameters may be
+(``RouteLimits.max_parameter_bytes``). Each route is validated as pydantic's ``TransferRoute``, its messages
+reworded to say what to do (and clipped: they may quote a value). Inline secrets are refused earlier, by
+``inline_secrets``; the number of routes is counted while the file is composed.
 """
 
 from __future__ import annotations
 
 import difflib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, get_args
 
 from pydantic import BaseModel, ValidationError
 
 from acr_transfer.errors import ConfigError, shown
-from acr_transfer.models import TransferRoute
-from acr_transfer.naming import MAX_ARTIFACTS, blob_name, normalise_artifact, too_many_artifacts
+from acr_transfer.models import JsonSizes, TransferRequest, TransferRoute, parameter_size_problem
+from acr_transfer.naming import blob_name, normalise_artifact, too_many_artifacts
+from acr_transfer.routes.compose import too_many_routes
 from acr_transfer.routes.interpolate import is_x
+from acr_transfer.routes.limits import RouteLimits
 from acr_transfer.routes.merge import merge, origin
 from acr_transfer.routes.report import Loc, Report, kind, show
 
@@ -37,19 +41,13 @@ _FLOORS = {
 Problem = Callable[[Loc, str], None]  # report a problem at a path of the merged route
 
 
-@dataclass(frozen=True)
-class RouteLimits:
-    """What a routes file may ask for, given by the caller (the loader reads no process settings).
+@dataclass
+class Checked:
+    """What one load found out once and reuses for every route: a value many routes share (from ``defaults`` or
+    an alias) is the same object in each, so its checks are kept by ``id`` (each keeps its object alive)."""
 
-    Attributes:
-        max_artifacts: the most artifacts one route may list.
-        allowed_subscriptions: subscriptions a registry named with an explicit subscription (``subscription_id``
-            or ``resource_id``) may be in; ``None`` checks none at load. A registry without one is left to
-            ``acr_transfer.context.address``, which knows the default subscription.
-    """
-
-    max_artifacts: int = MAX_ARTIFACTS
-    allowed_subscriptions: frozenset[str] | None = None
+    artifacts: dict[int, tuple[list[Any], list[tuple[Loc, str]]]] = field(default_factory=dict)
+    sizes: JsonSizes = field(default_factory=dict)
 
 
 def check_top_level(data: Any, report: Report) -> None:
@@ -99,7 +97,8 @@ def routes_of(
     """Every valid route by name, in file order; invalid and duplicate routes are reported to ``report``."""
     routes: dict[str, TransferRoute] = {}
     first_line: dict[str, int] = {}
-    for index, raw in enumerate(_route_list(data, report)):
+    checked = Checked()
+    for index, raw in enumerate(_route_list(data, limits.max_routes, report)):
         name = raw.get("name") if isinstance(raw, dict) else None
         if isinstance(name, str) and name in first_line:
             report.add(
@@ -108,22 +107,34 @@ def routes_of(
             continue
         if isinstance(name, str):
             first_line[name] = report.line(("routes", index, "name"))
-        route = _route(index, raw, defaults, limits, report)
+        route = _route(index, raw, defaults, limits, report, checked)
         if route is not None:
             routes[route.name] = route
     return routes
 
 
-def _route_list(data: dict[str, Any], report: Report) -> list[Any]:
+def _route_list(data: dict[str, Any], limit: int, report: Report) -> list[Any]:
+    """The routes list; more than ``limit`` routes raise at once (the composer counted those it saw written out;
+    this catches a list brought in by a ``<<`` merge)."""
     routes = data.get("routes")
     if not isinstance(routes, list) or not routes:
         what = "is missing" if routes is None else ("is empty" if routes == [] else f"is {kind(routes)}")
         report.add(("routes",), f"{what}; it must be a list of routes, each starting with '- name: …'")
         return []
+    mappings = [index for index, route in enumerate(routes) if isinstance(route, dict)]
+    if len(mappings) > limit:
+        raise ConfigError(too_many_routes(report.source, limit, report.line(("routes", mappings[limit]))))
     return routes
 
 
-def _route(index: int, raw: Any, defaults: dict[str, Any], limits: RouteLimits, report: Report) -> TransferRoute | None:
+def _route(
+    index: int,
+    raw: Any,
+    defaults: dict[str, Any],
+    limits: RouteLimits,
+    report: Report,
+    checked: Checked,
+) -> TransferRoute | None:
     loc: Loc = ("routes", index)
     if not isinstance(raw, dict):
         report.add(loc, f"a route must be a mapping (name:, source:, target:, …), not {kind(raw)}")
@@ -139,7 +150,7 @@ def _route(index: int, raw: Any, defaults: dict[str, Any], limits: RouteLimits, 
             report.add(where, message, note=label if where[:2] == loc else "")
 
     count = len(report.problems)
-    _check_artifacts(merged.get("artifacts"), limits.max_artifacts, problem)
+    _check_artifacts(merged.get("artifacts"), limits.max_artifacts, problem, checked)
     try:
         route = TransferRoute.model_validate(merged)
     except ValidationError as e:
@@ -150,19 +161,34 @@ def _route(index: int, raw: Any, defaults: dict[str, Any], limits: RouteLimits, 
     _check_floors(route, problem)
     if limits.allowed_subscriptions is not None:
         _check_subscriptions(route, limits.allowed_subscriptions, problem)
+    if len(report.problems) == count:  # the request sync-routes would send for it must fit a flow run
+        too_large = parameter_size_problem(TransferRequest(route=route), limits.max_parameter_bytes, checked.sizes)
+        if too_large:
+            problem((), too_large)
     return route if len(report.problems) == count else None
 
 
-def _check_artifacts(artifacts: Any, limit: int, problem: Problem) -> None:
-    if isinstance(artifacts, list) and len(artifacts) > limit:
-        problem(("artifacts",), too_many_artifacts(len(artifacts), limit))
-        return  # one problem, not one per item
-    for i, ref in enumerate(artifacts if isinstance(artifacts, list) else []):
+def _check_artifacts(artifacts: Any, limit: int, problem: Problem, checked: Checked) -> None:
+    if not isinstance(artifacts, list):
+        return
+    known = checked.artifacts.get(id(artifacts))
+    if known is None or known[0] is not artifacts:
+        known = checked.artifacts[id(artifacts)] = (artifacts, _artifact_problems(artifacts, limit))
+    for rel, message in known[1]:
+        problem(rel, message)
+
+
+def _artifact_problems(artifacts: list[Any], limit: int) -> list[tuple[Loc, str]]:
+    if len(artifacts) > limit:
+        return [(("artifacts",), too_many_artifacts(len(artifacts), limit))]  # one problem, not one per item
+    found: list[tuple[Loc, str]] = []
+    for i, ref in enumerate(artifacts):
         try:  # a bad reference fails here, with its line, rather than when a transfer is planned
             if isinstance(ref, str):
                 normalise_artifact(ref)
         except ConfigError as e:
-            problem(("artifacts", i), e.message)
+            found.append((("artifacts", i), e.message))
+    return found
 
 
 def _check_floors(route: TransferRoute, problem: Problem) -> None:
@@ -219,6 +245,11 @@ def _unknown_key(key: str, allowed: tuple[str, ...]) -> str:
 
 
 def _pydantic_message(error: Any) -> str:
+    """pydantic's message for ``error``, reworded, and clipped: a validator's message may quote the value."""
+    return shown(_reworded(error), 300)
+
+
+def _reworded(error: Any) -> str:
     loc, kind_ = tuple(error["loc"]), error["type"]
     if len(loc) == 1 and loc[0] in _FLOORS and kind_ in _BOUND_ERRORS:
         return _FLOORS[str(loc[0])].format(value=show(error["input"]))
