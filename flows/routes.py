@@ -13,6 +13,7 @@ gone.
 
 from __future__ import annotations
 
+import uuid
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,8 @@ from acr_transfer.results import ExportedBlob, TransferResult
 from acr_transfer.routes import RouteLimits, RoutesFile, load_routes, routes_path
 from acr_transfer.settings import get_settings
 from flows.transfer import export_artifacts, registry_transfer, run_export, run_import, run_transfer
-from tasks.concurrency import LockHolder, RouteLockTimeout, live_holder
+from tasks import resume
+from tasks.concurrency import LockHolder, PrefectApi, RouteLockTimeout, live_holder
 
 LOCK_WAIT_SECONDS = 60
 
@@ -174,13 +176,23 @@ def sync_route(route: str, routes_file: str | None) -> RouteOutcome | State:
         if holder is not None:
             return _busy(route, holder)
         half = export_artifacts if rt.target is None else registry_transfer
-        request = TransferRequest(route=rt)
-        too_large = parameter_size_problem(request, parameter_limit())  # Prefect would refuse its run with a 422
-        if too_large:
-            raise ConfigError(too_large)
-        with tags(f"route:{route}"):
-            state: State[Any] = half(request, lock_wait_seconds=LOCK_WAIT_SECONDS, return_state=True)
-        result: object = state.result(raise_on_failure=False)
+        # continue the transfer an earlier (killed or failed) sync started, else start one: same names, so
+        # nothing done is done again
+        api = PrefectApi()
+        try:
+            transfer_id = resume.unfinished(route, rt.artifacts, api) or uuid.uuid4().hex[:12]
+            request = TransferRequest(route=rt, transfer_id=transfer_id)
+            too_large = parameter_size_problem(request, parameter_limit())  # Prefect would refuse it with a 422
+            if too_large:
+                raise ConfigError(too_large)
+            resume.remember(route, transfer_id, rt.artifacts, api)
+            with tags(f"route:{route}"):
+                state: State[Any] = half(request, lock_wait_seconds=LOCK_WAIT_SECONDS, return_state=True)
+            result: object = state.result(raise_on_failure=False)
+            if state.is_completed():
+                resume.forget(route, api)
+        finally:
+            api.close()
     except Exception as e:
         result = e
     if isinstance(result, RouteLockTimeout) and result.holder is not None:

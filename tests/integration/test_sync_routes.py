@@ -64,3 +64,32 @@ def test_a_stranded_route_lock_is_reclaimed_and_the_route_runs(standin: StandIn,
     outcomes = sync_routes(routes_file=str(routes))
     assert [(o.route, o.status, o.verified) for o in outcomes] == [("stranded", "succeeded", 1)]
     assert active_slots(name) == 0  # released at the end, not left counted
+
+
+def test_a_failed_sync_is_continued_by_the_next_not_started_over(standin: StandIn, tmp_path: Path) -> None:
+    login = standin.topology["registries"]["sourceregistry"]["login_server"]
+    image = push_file_artifact(login, f"resumed/app{uuid.uuid4().hex[:6]}", "v1", b"a sync that resumes")
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(STRANDED.replace("stranded", "resumed") % image.by_tag)
+    standin.clear_requests()
+    # the import run's creation is refused once (a permanent 400): the route fails after its export succeeded
+    standin.add_fault(service="arm", method="PUT", path=r"/pipelineRuns/i[a-z0-9]+b001a1$", status=400, count=1)
+    try:
+        failed = sync_routes(routes_file=str(routes), return_state=True)
+    finally:
+        standin.clear_faults()
+    assert failed.is_failed()
+    exports = [r for r in arm_puts(standin) if "/pipelineRuns/x" in r["path"]]
+    assert len(exports) == 1 and exports[0]["status"] < 300
+    transfer_id = exports[0]["path"].rsplit("/x", 1)[1][:12]
+
+    outcomes = sync_routes(routes_file=str(routes))
+    assert [(o.route, o.status, o.transfer_id, o.verified) for o in outcomes] == [
+        ("resumed", "succeeded", transfer_id, 1)
+    ]
+    # the export that had succeeded was imported, never exported again
+    assert [r["path"].rsplit("/", 1)[1] for r in arm_puts(standin) if "/pipelineRuns/x" in r["path"]] == [
+        f"x{transfer_id}b001a1"
+    ]
+    with get_client(sync_client=True) as client:  # finished: the next sync starts a new transfer
+        assert client.read_variable_by_name("acr_transfer_unfinished_resumed") is None
