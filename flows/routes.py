@@ -172,15 +172,15 @@ def sync_route(route: str, routes_file: str | None) -> RouteOutcome | State:
                 status=RouteStatus.SKIPPED,
                 message="import-only: it imports when a blob arrives (import-on-blob), not on a schedule",
             )
-        holder = live_holder(route)  # a lock whose holder is gone is reclaimed by the transfer below
-        if holder is not None:
-            return _busy(route, holder)
         half = export_artifacts if rt.target is None else registry_transfer
         # continue the transfer an earlier (killed or failed) sync started, else start one: same names, so
         # nothing done is done again
         api = PrefectApi()
         try:
             transfer_id = resume.unfinished(route, rt.artifacts, api) or uuid.uuid4().hex[:12]
+            holder = live_holder(route, transfer_id)  # a lock whose holder is gone is reclaimed below
+            if holder is not None:
+                return _busy(route, holder)
             request = TransferRequest(route=rt, transfer_id=transfer_id)
             too_large = parameter_size_problem(request, parameter_limit())  # Prefect would refuse it with a 422
             if too_large:

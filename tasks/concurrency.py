@@ -165,10 +165,16 @@ def read_holder(route: str, api: PrefectApi) -> LockHolder | None:
         return None
 
 
-def holder_is_live(holder: LockHolder, api: PrefectApi, me: str | None = None) -> bool:
-    """The holder's flow run exists, is not this very run (a re-run of it), and has not ended."""
+def holder_is_live(
+    holder: LockHolder, api: PrefectApi, me: str | None = None, transfer_id: str | None = None
+) -> bool:
+    """The holder's flow run exists, is not this very run, and has not ended; and it is another transfer: a
+    re-run of the same transfer id continues it (a killed process leaves its flow run Running), it never waits
+    for itself."""
     from prefect.exceptions import ObjectNotFound
 
+    if transfer_id and holder.transfer_id == transfer_id:
+        return False
     if holder.flow_run_id is None:
         return True  # nothing to check it against: only its lease can expire
     if holder.flow_run_id == me:
@@ -221,7 +227,7 @@ class RouteLock:
                 stale = now - unrecorded_since >= STALE_AFTER
             else:
                 unrecorded_since = None
-                stale = not holder_is_live(holder, self.api, self.flow_run_id)
+                stale = not holder_is_live(holder, self.api, self.flow_run_id, self.transfer_id)
             if stale:
                 self._reclaim(holder)
                 continue
@@ -376,15 +382,16 @@ def ensure_route_held(route: str, timeout: float | None = None) -> None:
         lock.ensure_held(timeout)
 
 
-def live_holder(route: str) -> LockHolder | None:
-    """The transfer holding the route's lock, when a live one does; None when the lock is free, unrecorded
-    (stranded: the transfer that takes it next reclaims it) or held by a flow run that has ended."""
+def live_holder(route: str, transfer_id: str | None = None) -> LockHolder | None:
+    """The transfer holding the route's lock, when a live one other than ``transfer_id`` does; None when the lock
+    is free, unrecorded (stranded: the transfer that takes it next reclaims it), held by a flow run that has
+    ended, or by ``transfer_id`` itself (which a re-run continues)."""
     if active_slots(route_lock_name(route)) == 0:
         return None
     api = PrefectApi()
     try:
         holder = read_holder(route, api)
-        return holder if holder is not None and holder_is_live(holder, api) else None
+        return holder if holder is not None and holder_is_live(holder, api, None, transfer_id) else None
     finally:
         api.close()
 
