@@ -20,19 +20,10 @@ import pytest
 
 from tests.support.images import push_file_artifact
 from tests.support.standin import StandIn
-from tests.support.transfer import arm_puts
+from tests.support.transfer import arm_puts, routes_file_text
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 ROOT = Path(__file__).resolve().parents[2]
-ROUTE = """\
-version: 1
-routes:
-  - name: %(name)s
-    source: {registry: {resource_group: transfer-rg, name: sourceregistry}, export_pipeline: exportpipeline}
-    target: {registry: {resource_group: transfer-rg, name: targetregistry}, import_pipeline: directimport}
-    cleanup: {delete_export_blob: false}
-    artifacts: [%(image)s]
-"""
 
 
 class PrefectServer:
@@ -101,7 +92,7 @@ def test_a_prefect_restart_during_the_export_wait(standin: StandIn, prefect: Pre
     name = f"restart{uuid.uuid4().hex[:6]}"
     image = push_file_artifact(login, f"restart/{name}", "v1", b"survives a Prefect restart")
     routes = tmp_path / "routes.yaml"
-    routes.write_text(ROUTE % {"name": name, "image": image.by_tag})
+    routes.write_text(routes_file_text(name, image.by_tag))
     first = uuid.uuid4().hex[:12]
     standin.set_speed(15.0)  # the export is still running when the server comes back
     try:

@@ -13,19 +13,10 @@ import pytest
 
 from tests.support.images import push_file_artifact
 from tests.support.standin import StandIn
-from tests.support.transfer import arm_puts
+from tests.support.transfer import arm_puts, routes_file_text
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.usefixtures("prefect_server")]
 ROOT = Path(__file__).resolve().parents[2]
-ROUTE = """\
-version: 1
-routes:
-  - name: %(name)s
-    source: {registry: {resource_group: transfer-rg, name: sourceregistry}, export_pipeline: exportpipeline}
-    target: {registry: {resource_group: transfer-rg, name: targetregistry}, import_pipeline: directimport}
-    cleanup: {delete_export_blob: false}
-    artifacts: [%(image)s]
-"""
 
 
 def _start(routes: Path, route: str, transfer_id: str) -> subprocess.Popen[str]:
@@ -42,7 +33,7 @@ def test_two_cli_runs_of_one_route_never_overlap(standin: StandIn, tmp_path: Pat
     name = f"locked{uuid.uuid4().hex[:6]}"
     image = push_file_artifact(login, f"lock/{name}", "v1", b"one transfer at a time")
     routes = tmp_path / "routes.yaml"
-    routes.write_text(ROUTE % {"name": name, "image": image.by_tag})
+    routes.write_text(routes_file_text(name, image.by_tag))
     standin.set_speed(2.0)  # each run takes a while: overlapping transfers would interleave their PUTs
     standin.clear_requests()
     first, second = uuid.uuid4().hex[:12], uuid.uuid4().hex[:12]

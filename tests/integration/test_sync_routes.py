@@ -13,7 +13,7 @@ from flows.routes import sync_routes
 from tasks.concurrency import active_slots, ensure_limit, holder_variable, route_lock, route_lock_name
 from tests.support.images import push_file_artifact
 from tests.support.standin import StandIn
-from tests.support.transfer import arm_puts
+from tests.support.transfer import arm_puts, routes_file_text
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_server")]
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,25 +36,11 @@ def test_a_route_a_live_transfer_holds_is_skipped_naming_it(standin: StandIn, ro
     assert active_slots(route_lock_name("direct")) == 0
 
 
-STRANDED = """\
-version: 1
-routes:
-  - name: stranded
-    source:
-      registry: {resource_group: transfer-rg, name: sourceregistry}
-      export_pipeline: exportpipeline
-    target:
-      registry: {resource_group: transfer-rg, name: targetregistry}
-      import_pipeline: directimport
-    artifacts: [%s]
-"""
-
-
 def test_a_stranded_route_lock_is_reclaimed_and_the_route_runs(standin: StandIn, tmp_path: Path) -> None:
     login = standin.topology["registries"]["sourceregistry"]["login_server"]
     image = push_file_artifact(login, f"stranded/app{uuid.uuid4().hex[:6]}", "v1", b"stranded lock payload")
     routes = tmp_path / "routes.yaml"
-    routes.write_text(STRANDED % image.by_tag)
+    routes.write_text(routes_file_text("stranded", image.by_tag, keep_blob=False))
     # what a Prefect restart with in-memory leases leaves: the slot counted, no lease and no holder on record
     name = route_lock_name("stranded")
     ensure_limit(name, 1)
@@ -70,7 +56,7 @@ def test_a_failed_sync_is_continued_by_the_next_not_started_over(standin: StandI
     login = standin.topology["registries"]["sourceregistry"]["login_server"]
     image = push_file_artifact(login, f"resumed/app{uuid.uuid4().hex[:6]}", "v1", b"a sync that resumes")
     routes = tmp_path / "routes.yaml"
-    routes.write_text(STRANDED.replace("stranded", "resumed") % image.by_tag)
+    routes.write_text(routes_file_text("resumed", image.by_tag, keep_blob=False))
     standin.clear_requests()
     # the import run's creation is refused once (a permanent 400): the route fails after its export succeeded
     standin.add_fault(service="arm", method="PUT", path=r"/pipelineRuns/i[a-z0-9]+b001a1$", status=400, count=1)

@@ -67,3 +67,17 @@ def prefect_records() -> dict[str, list[Any]]:
         "artifacts": [a.data for a in artifacts] + [a.description for a in artifacts],
         "events": events,
     }
+
+
+def routes_file_text(name: str, artifact: str, *, import_pipeline: str = "directimport", keep_blob: bool = True) -> str:
+    """A routes.yaml of one route sourceregistry/exportpipeline → targetregistry/<import_pipeline> (no bridge)."""
+    cleanup = "    cleanup: {delete_export_blob: false}\n" if keep_blob else ""
+    return (
+        "version: 1\nroutes:\n"
+        f"  - name: {name}\n"
+        "    source: {registry: {resource_group: transfer-rg, name: sourceregistry}, export_pipeline: exportpipeline}\n"
+        "    target: {registry: {resource_group: transfer-rg, name: targetregistry}, import_pipeline: "
+        f"{import_pipeline}}}\n"
+        f"{cleanup}"
+        f"    artifacts: [{artifact}]\n"
+    )
