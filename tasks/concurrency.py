@@ -165,9 +165,7 @@ def read_holder(route: str, api: PrefectApi) -> LockHolder | None:
         return None
 
 
-def holder_is_live(
-    holder: LockHolder, api: PrefectApi, me: str | None = None, transfer_id: str | None = None
-) -> bool:
+def holder_is_live(holder: LockHolder, api: PrefectApi, me: str | None = None, transfer_id: str | None = None) -> bool:
     """The holder's flow run exists, is not this very run, and has not ended; and it is another transfer: a
     re-run of the same transfer id continues it (a killed process leaves its flow run Running), it never waits
     for itself."""
