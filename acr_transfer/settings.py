@@ -62,6 +62,10 @@ class Settings(BaseSettings):
         "empty: only subscription_id",
     )
     max_artifacts: int = Field(MAX_ARTIFACTS, ge=1, description="Most artifacts one transfer may name (50 runs of 50)")
+    routes_max_file_bytes: int = Field(
+        1024 * 1024, ge=1024, description="Largest routes file read, in bytes; a larger one is refused unread"
+    )
+    routes_max_routes: int = Field(1000, ge=1, description="Most routes one routes file may hold")
     ca_bundle: str | None = Field(
         None,
         validation_alias=AliasChoices("ACR_TRANSFER_CA_BUNDLE", "REQUESTS_CA_BUNDLE"),

@@ -40,8 +40,9 @@ LOCK_WAIT_SECONDS = 60
 
 def route_limits() -> RouteLimits:
     """What this process's settings let a routes file ask for: ``ACR_TRANSFER_MAX_ARTIFACTS`` artifacts a route,
-    registries in ``ACR_TRANSFER_ALLOWED_SUBSCRIPTIONS`` (else ``AZURE_SUBSCRIPTION_ID``), requests no larger than
-    Prefect's ``PREFECT_SERVER_API_MAX_PARAMETER_SIZE`` (as this process's Prefect settings say).
+    registries in ``ACR_TRANSFER_ALLOWED_SUBSCRIPTIONS`` (else ``AZURE_SUBSCRIPTION_ID``), a file of at most
+    ``ACR_TRANSFER_ROUTES_MAX_FILE_BYTES`` with at most ``ACR_TRANSFER_ROUTES_MAX_ROUTES`` routes, requests no
+    larger than Prefect's ``PREFECT_SERVER_API_MAX_PARAMETER_SIZE`` (as this process's Prefect settings say).
 
     Raises:
         ConfigError: the settings themselves are invalid.
@@ -50,6 +51,8 @@ def route_limits() -> RouteLimits:
     return RouteLimits(
         max_artifacts=settings.max_artifacts,
         allowed_subscriptions=settings.permitted_subscriptions(),
+        max_file_bytes=settings.routes_max_file_bytes,
+        max_routes=settings.routes_max_routes,
         max_parameter_bytes=parameter_limit(),
     )
 

@@ -356,3 +356,22 @@ def test_a_refused_copy_of_unknown_side_names_both_secrets_and_an_identity_keeps
     with pytest.raises(AuthError) as raised:
         bridge(azure.blobs, azure.secrets, ctx, run_state("x1", blob="b"))
     assert raised.value is identity
+
+
+def test_the_routes_file_limits_come_from_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from acr_transfer.settings import get_settings
+    from flows.routes import load_configured_routes, route_limits
+
+    monkeypatch.setenv("ACR_TRANSFER_ROUTES_MAX_FILE_BYTES", "2048")
+    monkeypatch.setenv("ACR_TRANSFER_ROUTES_MAX_ROUTES", "7")
+    get_settings.cache_clear()
+    try:
+        limits = route_limits()
+        assert (limits.max_file_bytes, limits.max_routes) == (2048, 7)
+        big = tmp_path / "routes.yaml"
+        big.write_text("version: 1\nroutes: []\n# " + "x" * 4096 + "\n")
+        with pytest.raises(ConfigError, match=r"more than the 2,048 bytes a routes file may be"):
+            load_configured_routes(str(big))
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
