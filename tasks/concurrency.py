@@ -326,11 +326,17 @@ class RouteLock:
             holder = read_holder(self.route, self.api)
             mine = holder is not None and holder.lease_id == self._lease
             if self._lease is not None:
+                # the server answers a release of a lease it forgot with success and frees nothing, so ask first
                 try:
-                    self.api().release_concurrency_slots_with_lease(self._lease)
+                    self.api().renew_concurrency_lease(self._lease, LEASE_SECONDS)
+                    forgotten = False
                 except PrefectHTTPStatusError as e:
-                    if e.response.status_code != 404 or not mine:
+                    if e.response.status_code not in (404, 410):
                         raise
+                    forgotten = True
+                if not forgotten:
+                    self.api().release_concurrency_slots_with_lease(self._lease)
+                elif mine:
                     self.api().update_global_concurrency_limit(self.name, GlobalConcurrencyLimitUpdate(active_slots=0))
             if mine:
                 self.api().delete_variable_by_name(holder_variable(self.route))
