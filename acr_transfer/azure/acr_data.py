@@ -89,15 +89,42 @@ class RegistryDataPlane:
         raise error
 
     def _head(self, url: str, login_server: str, repo: str) -> httpx.Response:
-        headers = {"Accept": ACCEPT}
-        token = self._tokens.get((login_server, repo))
+        return self.send("HEAD", login_server, url.removeprefix(f"https://{login_server}"), repo=repo)
+
+    def send(
+        self,
+        method: str,
+        login_server: str,
+        path: str,
+        *,
+        repo: str | None = None,
+        params: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        """One data-plane request (``path`` starts with ``/``, e.g. ``/v2/_catalog``), authenticated as ACR
+        asks: anonymous first, then on a ``401`` Bearer challenge the token exchange, and the request again.
+
+        ``repo`` names the repository the request is about (None: registry-wide, such as the catalog); the
+        answer is returned whatever its status (the caller maps errors), except that an unreachable registry
+        raises.
+
+        Raises:
+            ServiceUnavailableError: the registry could not be reached.
+            AuthError, TransientError: the token exchange failed.
+        """
+        url = f"https://{login_server}{path}"
+        sent = {"Accept": ACCEPT, **(headers or {})}
+        key = (login_server, repo or "")
+        token = self._tokens.get(key)
         if token:
-            headers["Authorization"] = f"Bearer {token}"
+            sent["Authorization"] = f"Bearer {token}"
         try:
-            response = self.http.head(url, headers=headers)
+            response = self.http.request(method, url, headers=sent, params=params)
             if response.status_code == 401 and "bearer" in response.headers.get("WWW-Authenticate", "").lower():
-                token = self._token(login_server, repo, response.headers["WWW-Authenticate"])
-                response = self.http.head(url, headers={**headers, "Authorization": f"Bearer {token}"})
+                token = self._token(login_server, repo or "", response.headers["WWW-Authenticate"])
+                response = self.http.request(
+                    method, url, headers={**sent, "Authorization": f"Bearer {token}"}, params=params
+                )
         except httpx.HTTPError as e:
             raise ServiceUnavailableError(f"registry {login_server} is not reachable: {type(e).__name__}") from None
         return response
@@ -123,7 +150,7 @@ class RegistryDataPlane:
                 data={
                     "grant_type": "refresh_token",
                     "service": service,
-                    "scope": f"repository:{repo}:pull",
+                    "scope": params.get("scope") or (f"repository:{repo}:pull" if repo else "registry:catalog:*"),
                     "refresh_token": refresh,
                 },
             )
