@@ -10,6 +10,7 @@ from acr_transfer.errors import ConfigError
 from acr_transfer.models import RegistryRef, TransferRequest, TransferRoute
 from acr_transfer.naming import MAX_ARTIFACTS, TransferPlan, plan_transfer
 from acr_transfer.settings import get_settings
+from acr_transfer.sync import SyncPlan
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class TransferContext:
     _target: RegistryAddress | None
     _export: PipelineFacts | None = None
     _import: PipelineFacts | None = None
+    sync: SyncPlan | None = None  # a select: route's plan, once made (tasks/sync.py)
 
     @property
     def has_source(self) -> bool:
@@ -141,7 +143,10 @@ def resolve(
     refs = request.wanted_artifacts()
     if source is None:  # import-only: nothing is exported, so no artifacts are needed to plan
         refs = refs or ["import-only:latest"]
-    plan = plan_transfer(route.name, route.blob_name_template, transfer_id, refs, route.batch_size, max_artifacts)
+    if route.select is not None and not request.artifacts:  # the sync plan decides, once the pipelines are known
+        plan = TransferPlan(route.name, transfer_id, [])
+    else:
+        plan = plan_transfer(route.name, route.blob_name_template, transfer_id, refs, route.batch_size, max_artifacts)
     return TransferContext(route, transfer_id, plan, source, target)
 
 

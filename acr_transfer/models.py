@@ -9,11 +9,23 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from acr_transfer.errors import ConfigError, shown
 from acr_transfer.naming import TRANSFER_ID, blob_name, blob_path_problem
+from acr_transfer.patterns import (
+    RuleProblem,
+    SelectionRuleError,
+    check_each,
+    glob_pattern,
+    rule_problem,
+    semver_rule,
+    tag_pattern,
+)
+from acr_transfer.refs import ArtifactRef
 
 ACR_NAME = re.compile(r"^[A-Za-z0-9]{5,50}\Z")
 SUBSCRIPTION_ID = re.compile(r"^[0-9A-Fa-f]{8}-(?:[0-9A-Fa-f]{4}-){3}[0-9A-Fa-f]{12}\Z")
@@ -183,6 +195,68 @@ class CleanupPolicy(Strict):
     delete_export_blob: bool = Field(True, description="Delete the export-side blob after a verified import")
 
 
+class Selection(Strict):
+    """What should be in sync: repositories by glob, tags by anchored regex, semver range and recency.
+
+    Rules apply in this order: repositories / exclude_repositories, then tags, exclude_tags, semver, latest.
+    Digest tags (``sha256-<hex>`` and cosign's ``.sig``/``.att``/``.sbom``) are never selected as tags: they
+    travel as referrers of their subject.
+    """
+
+    repositories: list[str] = Field(
+        ["**"],
+        description="Repository globs: * within a path segment, ** any number of segments, ? and [...] "
+        "(default: every repository)",
+    )
+    exclude_repositories: list[str] = Field(
+        [], description="Repository globs to leave out, even when repositories matches them"
+    )
+    tags: list[str] = Field([], description="Tag regexes, each matching the whole tag (empty: every tag)")
+    exclude_tags: list[str] = Field([], description="Tag regexes to leave out, each matching the whole tag")
+    semver: str | list[str] | None = Field(
+        None,
+        description="Only tags that are versions in this range, e.g. '>=1.4 <3', '^1.2', '~2.0' (a list: any "
+        "of the ranges); tags that are not versions are left out",
+    )
+    latest: int | None = Field(
+        None, ge=1, le=10000, description="Only the N most recently updated of the matching tags, per repository"
+    )
+    referrers: bool = Field(
+        True, description="Send the signatures, SBOMs and attestations that refer to each selected artifact"
+    )
+
+    @field_validator("repositories", "exclude_repositories")
+    @classmethod
+    def _globs(cls, values: list[str], info: ValidationInfo) -> list[str]:
+        if not values and info.field_name == "repositories":
+            raise SelectionRuleError(
+                [RuleProblem("repositories", None, "[] selects no repository; leave it out for every one ('**')")]
+            )
+        return check_each(str(info.field_name), values, glob_pattern)
+
+    @field_validator("tags", "exclude_tags")
+    @classmethod
+    def _regexes(cls, values: list[str], info: ValidationInfo) -> list[str]:
+        return check_each(str(info.field_name), values, tag_pattern)
+
+    @field_validator("semver", mode="before")
+    @classmethod
+    def _ranges(cls, value: object) -> object:
+        # before pydantic's union check, so a YAML number (semver: 1.4) is told to be quoted, not two type errors
+        if value is None:
+            return None
+        if not isinstance(value, list):
+            problem = rule_problem("semver", None, value, semver_rule)
+            if problem:
+                raise SelectionRuleError([problem])
+            return value
+        if not value:
+            raise SelectionRuleError(
+                [RuleProblem("semver", None, "[] selects no tag; leave it out, or give at least one range")]
+            )
+        return check_each("semver", value, semver_rule)
+
+
 class TransferRoute(Strict):
     """One source → target path with its artifacts and policies (an entry of routes.yaml)."""
 
@@ -191,6 +265,16 @@ class TransferRoute(Strict):
     source: SourceSide | None = Field(None, description="Export side (empty on an import-only route)")
     target: TargetSide | None = Field(None, description="Import side (empty on an export-only route)")
     artifacts: list[str] = Field(default_factory=list, description="Artifacts: repo, repo:tag or repo@sha256:…")
+    select: Selection | None = Field(
+        None,
+        description="What should be in sync: the source's repositories and tags these rules select (added "
+        "to artifacts)",
+    )
+    skip: Literal["identical", "none"] | None = Field(
+        None,
+        description="identical: leave out what the target already holds, digest-equal; none: send everything "
+        "(default: identical with select, none for an artifact list)",
+    )
     blob_name_template: str = Field(
         "{route}/{transfer_id}/batch{batch}.tar",
         description="Blob name; placeholders {route}, {transfer_id}, {batch}, {date}",
@@ -206,6 +290,14 @@ class TransferRoute(Strict):
         if not ROUTE_NAME.match(value):
             raise ValueError(f"route name '{shown(value)}' must be lowercase letters, digits and '-' (1-63)")
         return value
+
+    @property
+    def effective_skip(self) -> Literal["identical", "none"]:
+        """``skip`` as it applies: when not given, ``identical`` for a route with ``select`` and ``none`` for a
+        plain artifact list (so an existing route keeps re-sending its whole list)."""
+        if self.skip is not None:
+            return self.skip
+        return "identical" if self.select is not None else "none"
 
     @model_validator(mode="after")
     def _a_side(self) -> TransferRoute:
@@ -264,6 +356,24 @@ class ImportRequest(Strict):
     _tid = field_validator("transfer_id")(classmethod(lambda cls, v: _transfer_id(v)))
 
 
+class PushedTag(Strict):
+    """One tag a push event reported (``export-on-push``): what was pushed, where it points, and when."""
+
+    repository: str = Field(..., description="Repository the image was pushed to")
+    tag: str = Field(..., description="The tag pushed")
+    digest: str = Field(..., description="The manifest digest the push reported")
+    occurred: datetime = Field(..., description="When the push happened")
+
+    @model_validator(mode="after")
+    def _a_reference(self) -> PushedTag:
+        try:
+            ArtifactRef.parse(f"{self.repository}@{self.digest}")
+            ArtifactRef.parse(f"{self.repository}:{self.tag}")
+        except ConfigError as e:
+            raise ValueError(f"pushed tag: {e.message}") from None
+        return self
+
+
 class TransferRequest(Strict):
     """A transfer to run: a route, optionally other artifacts, and an id to resume by."""
 
@@ -275,6 +385,13 @@ class TransferRequest(Strict):
         "so a retried flow run continues the same transfer",
     )
     dry_run: bool = Field(False, description="Only plan and check; create nothing")
+    full: bool = Field(
+        False, description="Send every selected artifact, ignoring what the target or the export ledger already holds"
+    )
+
+    pushed: list[PushedTag] | None = Field(
+        None, description="Export what these pushes brought (filtered by the route's select:) instead of listing"
+    )
 
     _tid = field_validator("transfer_id")(classmethod(lambda cls, v: _transfer_id(v)))
 

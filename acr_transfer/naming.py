@@ -166,9 +166,22 @@ def plan_transfer(
     if not TRANSFER_ID.fullmatch(transfer_id):
         raise ConfigError(f"transfer id '{shown(transfer_id)}' must be 6-20 lowercase letters or digits")
     artifacts = normalise_artifacts(refs, max_artifacts)
+    return plan_batches(route, template, transfer_id, batches(artifacts, batch_size))
+
+
+def plan_batches(route: str, template: str, transfer_id: str, chunks: list[list[str]]) -> TransferPlan:
+    """Name the blob of every batch of an already cut plan (a sync's frozen batches; none at all is a plan
+    that sends nothing).
+
+    Raises:
+        ConfigError: a batch holds more than ACR takes, or the template gives two batches one blob name.
+    """
+    if any(len(chunk) > MAX_PER_RUN for chunk in chunks):
+        raise ConfigError(f"a batch holds more than {MAX_PER_RUN} artifacts, more than ACR takes in one run")
+    artifacts = [ref for chunk in chunks for ref in chunk]
     plans = [
-        BatchPlan(i, chunk, blob_name(template, route=route, transfer_id=transfer_id, batch=i))
-        for i, chunk in enumerate(batches(artifacts, batch_size), start=1)
+        BatchPlan(i, list(chunk), blob_name(template, route=route, transfer_id=transfer_id, batch=i))
+        for i, chunk in enumerate(chunks, start=1)
     ]
     if len({p.blob_name for p in plans}) != len(plans):
         raise ConfigError(

@@ -7,6 +7,7 @@ from pydantic import BaseModel, Field
 from acr_transfer.context import TransferContext
 from acr_transfer.refs import ArtifactRef
 from acr_transfer.steps import ArtifactResult, ArtifactStatus
+from acr_transfer.sync import SyncPlan
 
 
 class ArtifactRow(BaseModel):
@@ -30,6 +31,7 @@ class TransferResult(BaseModel):
     rows: list[ArtifactRow] = Field(default_factory=list)
     failures: list[str] = Field(default_factory=list)
     blobs: list[str] = Field(default_factory=list)
+    plan: SyncPlan | None = Field(None, description="A select: route's plan: what was sent and skipped, and why")
 
     @property
     def verified(self) -> int:
@@ -68,6 +70,8 @@ def markdown(result: TransferResult) -> str:
         f"{result.verified} of {len(result.rows)} artifacts verified in the target registry.",
         "",
     ]
+    if result.plan is not None:
+        lines += [f"Plan: {result.plan.summary()}.", ""]
     if result.failures:
         lines += ["## What went wrong", ""] + [f"- {f}" for f in result.failures] + [""]
     lines += ["| artifact | batch | export run | import run | status | digest |", "|---|---|---|---|---|---|"]
@@ -75,7 +79,29 @@ def markdown(result: TransferResult) -> str:
         f"| `{r.artifact}` | {r.batch} | {r.export_run} | {r.import_run} | {r.status.value} | {r.digest[:19]} |"
         for r in result.rows
     ]
+    if result.plan is not None:
+        lines += plan_markdown(result.plan)
     return "\n".join(lines)
+
+
+PLAN_ROWS = 100  # rows of a plan shown in an artifact; the counts above cover the rest
+
+
+def plan_markdown(plan: SyncPlan) -> list[str]:
+    """The plan's sent and skipped artifacts, and why, as markdown lines (the first ``PLAN_ROWS`` of each)."""
+    lines = ["", "## Sent", "", "| artifact | why | size | digest |", "|---|---|---|---|"]
+    lines += [
+        f"| `{e.reference}` | {e.why.value}{f' of {e.subject[:19]}' if e.subject else ''} | {e.size:,} | "
+        f"{e.digest[:19]} |"
+        for e in plan.send[:PLAN_ROWS]
+    ]
+    if len(plan.send) > PLAN_ROWS:
+        lines.append(f"| … {len(plan.send) - PLAN_ROWS} more | | | |")
+    lines += ["", "## Skipped", "", "| artifact | why |", "|---|---|"]
+    lines += [f"| `{s.reference}` | {s.why.value}{f': {s.rule}' if s.rule else ''} |" for s in plan.skipped[:PLAN_ROWS]]
+    if len(plan.skipped) > PLAN_ROWS:
+        lines.append(f"| … {len(plan.skipped) - PLAN_ROWS} more | |")
+    return lines
 
 
 class ExportedBlob(BaseModel):

@@ -46,6 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--dry-run", action="store_true", help="print the plan and the checks; create nothing")
             p.add_argument("--show-runs", action="store_true", help="add export and import run names to the table")
             p.add_argument(
+                "--full",
+                action="store_true",
+                help="send everything a select: route selects, ignoring what the target or the export ledger holds",
+            )
+            p.add_argument(
                 "--no-route-lock",
                 action="store_true",
                 help="do not take the route's lock (another transfer of the route may then run at once)",
@@ -127,7 +132,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         if args.command == "preflight":
             return preflight_command(*request_args, out=out)
-        return run_command(*request_args, dry_run=args.dry_run, out=out, route_lock=not args.no_route_lock)
+        return run_command(
+            *request_args, dry_run=args.dry_run, out=out, route_lock=not args.no_route_lock, full=args.full
+        )
     except (PreflightError, ConfigError) as e:  # bad input or a failed check: nothing was created
         return _failed(args, e.message, 2)
     except AcrTransferError as e:

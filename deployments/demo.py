@@ -92,8 +92,11 @@ def push_image(client: httpx.Client, registry: str, repo: str, tag: str, payload
 def push_demo_images(env: dict[str, str]) -> None:
     topology = json.loads(Path(env["ACR_TRANSFER_EMULATOR_TOPOLOGY"]).read_text())
     registry = topology["registries"]["sourceregistry"]["login_server"]
+    # the stand-in's registries ask for ACR's tokens; its admin user (basic auth) is what `docker login` would use
+    admin = topology["registries"]["sourceregistry"]["admin"]
     print(f"▶ pushing demo images into sourceregistry ({registry})", flush=True)
-    with httpx.Client(verify=ssl.create_default_context(cafile=env["REQUESTS_CA_BUNDLE"])) as client:
+    verify = ssl.create_default_context(cafile=env["REQUESTS_CA_BUNDLE"])
+    with httpx.Client(verify=verify, auth=(admin["username"], admin["password"])) as client:
         push_image(client, registry, "demo/hello", "v1", b"hello from the source cloud")
         push_image(client, registry, "demo/world", "v1", b"the world, exported")
         children = [

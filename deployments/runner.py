@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import ValidationError
 from rich.console import Console, RenderableType
@@ -22,9 +22,11 @@ from rich.text import Text
 from acr_transfer.context import resolve_configured
 from acr_transfer.errors import AcrTransferError, ConfigError, PreflightError, redact
 from acr_transfer.models import TransferRequest
-from acr_transfer.preflight import Check
 from acr_transfer.progress import subscribe
 from acr_transfer.results import ArtifactRow, TransferResult
+
+if TYPE_CHECKING:
+    from flows.transfer import PreflightReport
 from deployments.terminal import (
     PrefectLogFile,
     ProgressBoard,
@@ -35,6 +37,8 @@ from deployments.terminal import (
     preflight_failure,
     result_document,
     result_table,
+    sync_document,
+    sync_report,
 )
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -66,7 +70,9 @@ class Output:
         return self.console.status(message)
 
 
-def build_request(routes_file: Path, route: str, artifacts: list[str], transfer_id: str, dry_run: bool = False):
+def build_request(
+    routes_file: Path, route: str, artifacts: list[str], transfer_id: str, dry_run: bool = False, full: bool = False
+) -> TransferRequest:
     """The flow parameter for one route of a routes file, loaded with this process's limits.
 
     Raises:
@@ -76,7 +82,9 @@ def build_request(routes_file: Path, route: str, artifacts: list[str], transfer_
 
     rt = load_configured_routes(routes_file).get(route)
     try:
-        return TransferRequest(route=rt, artifacts=artifacts or None, transfer_id=transfer_id, dry_run=dry_run)
+        return TransferRequest(
+            route=rt, artifacts=artifacts or None, transfer_id=transfer_id, dry_run=dry_run, full=full
+        )
     except ValidationError as e:
         problems = "; ".join(str(err["msg"]).removeprefix("Value error, ") for err in e.errors())
         raise ConfigError(f"invalid request for route '{route}': {problems}") from None
@@ -107,8 +115,8 @@ def _why(error: BaseException) -> str:
     return redact(f"{type(error).__name__}: {error}")
 
 
-def _checks(request: TransferRequest) -> list[Check]:
-    """Run the ``transfer-preflight`` flow; every check, passed or not.
+def _checks(request: TransferRequest) -> PreflightReport:
+    """Run the ``transfer-preflight`` flow; every check, passed or not, and a ``select:`` route's plan.
 
     Raises:
         AcrTransferError: the checks could not run (bad input, Azure unreachable after retries).
@@ -121,7 +129,7 @@ def _checks(request: TransferRequest) -> list[Check]:
         raise outcome
     if isinstance(outcome, BaseException):
         raise AcrTransferError(f"preflight could not run: {_why(outcome)}")
-    return list(outcome)
+    return cast(PreflightReport, outcome)
 
 
 def _log_line(out: Output, log: Path | None) -> None:
@@ -133,13 +141,17 @@ def preflight_command(routes_file: Path, route: str, artifacts: list[str], trans
     """Print every preflight check once with ✓ or ✗ and the fix; exit 0 only when all pass, else 2."""
     request = build_request(routes_file, route, artifacts, transfer_id)
     with prefect_log(out, transfer_id) as log, out.status("preflight checks…"):
-        checks = _checks(request)
+        report = _checks(request)
+    checks = report.checks
     code = EXIT_OK if all(c.ok for c in checks) else EXIT_BAD_INPUT
     if out.json:
         out.document(
             {"command": "preflight", "route": route, "transfer_id": transfer_id, "ok": code == EXIT_OK,
-             "exit_code": code, "checks": check_documents(checks), "log": str(log) if log else None}
+             "exit_code": code, "checks": check_documents(checks), "sync": sync_document(report.plan),
+             "log": str(log) if log else None}
         )  # fmt: skip
+    if report.plan is not None:
+        out.show(sync_report(report.plan))
     out.show(checks_report(checks))
     _log_line(out, log)
     return code
@@ -154,26 +166,32 @@ def run_command(
     dry_run: bool,
     out: Output,
     route_lock: bool = True,
+    full: bool = False,
 ) -> int:
     """Run ``registry_transfer`` (or, with ``dry_run``, only plan and check); exit 0 only when every
     requested artifact was verified, 1 when the transfer failed, 2 when preflight failed.
 
     The transfer holds the route's lock like every other entry point; ``route_lock=False`` (``--no-route-lock``)
     skips it, and says so."""
-    request = build_request(routes_file, route, artifacts, transfer_id, dry_run)
+    request = build_request(routes_file, route, artifacts, transfer_id, dry_run, full)
     ctx = resolve_configured(request, transfer_id)
     with prefect_log(out, transfer_id) as log:
-        out.show(plan_lines(ctx))
+        if ctx.route.select is None or request.artifacts:  # a sync's plan is known once it has listed
+            out.show(plan_lines(ctx))
         if dry_run:
-            with out.status("preflight checks…"):
-                checks = _checks(request)
+            with out.status("listing and preflight checks…" if ctx.route.select else "preflight checks…"):
+                report = _checks(request)
+            checks = report.checks
             code = EXIT_OK if all(c.ok for c in checks) else EXIT_BAD_INPUT
             if out.json:
                 out.document(
                     {"command": "run", "dry_run": True, "route": route, "transfer_id": transfer_id,
                      "ok": code == EXIT_OK, "exit_code": code, "plan": plan_document(ctx),
-                     "checks": check_documents(checks), "log": str(log) if log else None}
+                     "sync": sync_document(report.plan), "checks": check_documents(checks),
+                     "log": str(log) if log else None}
                 )  # fmt: skip
+            if report.plan is not None:
+                out.show(sync_report(report.plan))
             out.show(checks_report(checks))
             _log_line(out, log)
             return code
@@ -235,7 +253,11 @@ def _report(state: Any, board: ProgressBoard, route: str, transfer_id: str, out:
     else:
         if result is not None and result.rows:
             out.show(result_table(result, show_runs=out.show_runs))
-        if code == EXIT_OK:
+        if result is not None and result.plan is not None:
+            out.show(Text(f"plan: {result.plan.summary()}"))
+        if code == EXIT_OK and result is not None and result.plan is not None and not result.rows:
+            out.show(Text("✓ nothing changed: no run created", style="green"))
+        elif code == EXIT_OK:
             out.show(Text("✓ every artifact verified in the target", style="green"))
         else:
             out.show(Text(f"✗ {_why(error) if error else f'transfer {transfer_id} did not complete'}", style="red"))

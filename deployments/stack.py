@@ -228,10 +228,12 @@ class Stack:
         """Digest, size and media type of ``repository:tag`` in the stand-in's ``registry``."""
         topology = json.loads(Path(self.env["ACR_TRANSFER_EMULATOR_TOPOLOGY"]).read_text())
         host = topology["registries"][registry]["login_server"]
+        admin = topology["registries"][registry]["admin"]  # the stand-in's registries ask for credentials
         accept = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json"
         r = httpx.head(
             f"https://{host}/v2/{repository}/manifests/{tag}",
             headers={"Accept": accept},
+            auth=(admin["username"], admin["password"]),
             verify=ssl.create_default_context(cafile=self.env["REQUESTS_CA_BUNDLE"]),
         )
         r.raise_for_status()

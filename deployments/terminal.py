@@ -26,6 +26,7 @@ from acr_transfer.preflight import Check
 from acr_transfer.progress import Notice
 from acr_transfer.results import TransferResult
 from acr_transfer.steps import ArtifactStatus
+from acr_transfer.sync import SyncPlan, human_bytes
 
 STEP_ORDER = {"export": 0, "bridge": 1, "import": 2, "verify": 3}
 # steps whose notices mean a pipeline run exists in Azure: a re-run with the same id continues from it
@@ -94,6 +95,45 @@ def result_table(result: TransferResult, show_runs: bool = False) -> Table:
         status = Text(r.status.value, style=colour)
         table.add_row(Text(r.artifact), str(r.batch), *runs, status, short_digest(r.digest))
     return table
+
+
+SYNC_ROWS = 40  # sent and skipped rows printed; --output json has every one
+
+
+def sync_report(plan: SyncPlan) -> Group:
+    """A sync's plan: what it sends and why, what it skips and why (the first rows of each), and the counts."""
+    head = Text.assemble(("plan", "bold"), f" transfer {plan.transfer_id} on route {plan.route}: {plan.summary()}")
+    table = Table(show_lines=False, title_justify="left")
+    table.add_column("artifact", overflow="fold", ratio=1, min_width=12)
+    table.add_column("", no_wrap=True)
+    table.add_column("why", overflow="fold", ratio=1)
+    table.add_column("size", justify="right", no_wrap=True)
+    for e in plan.send[:SYNC_ROWS]:
+        why = e.why.value + (f" of {short_digest(e.subject)}" if e.subject else "")
+        table.add_row(Text(e.reference), Text("send", style="green"), Text(why), human_bytes(e.size))
+    for skipped in plan.skipped[: max(0, SYNC_ROWS - len(plan.send))]:
+        why = skipped.why.value + (f": {skipped.rule}" if skipped.rule else "")
+        table.add_row(Text(skipped.reference), Text("skip", style="dim"), Text(why), "")
+    shown = min(len(plan.send), SYNC_ROWS) + min(len(plan.skipped), max(0, SYNC_ROWS - len(plan.send)))
+    rest = len(plan.send) + len(plan.skipped) - shown
+    more = [Text(f"… {rest} more (--output json lists every one)", style="dim")] if rest else []
+    batches = Text(f"{len(plan.batches)} batch(es) of at most 50 artifacts" if plan.batches else "no run to create")
+    return Group(head, table, *more, batches)
+
+
+def sync_document(plan: SyncPlan | None) -> dict[str, Any] | None:
+    """A sync's plan as JSON: counts, every sent and skipped artifact with why, the batches."""
+    if plan is None:
+        return None
+    return {
+        "summary": plan.summary(),
+        "changed": plan.changed,
+        "identical": plan.identical,
+        "referrers": plan.referrers,
+        "excluded": plan.excluded,
+        "total_bytes": plan.total_bytes,
+        **plan.model_dump(mode="json", include={"send", "skipped", "batches", "full"}),
+    }
 
 
 def check_line(check: Check) -> Text:

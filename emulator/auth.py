@@ -4,6 +4,8 @@ Tokens are JWTs signed with HS256 by a key kept in the state directory, issued t
 (the stand-in's "principal") for a resource (audience). ARM accepts only audience
 ``https://management.azure.com``, Key Vault only ``https://vault.azure.net``; Azurite (``--oauth basic``)
 checks only issuer, audience and times, which these tokens satisfy for ``https://storage.azure.com``.
+The registries take these tokens at ``/oauth2/exchange`` (``emulator.registry_auth``) and sign their own
+with ``sign_jwt`` / ``read_jwt`` under a key of their own.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from starlette.routing import Route
 ARM_AUDIENCE = "https://management.azure.com"
 VAULT_AUDIENCE = "https://vault.azure.net"
 STORAGE_AUDIENCE = "https://storage.azure.com"
+REGISTRY_AUDIENCE = "https://containerregistry.azure.net"
 TOKEN_TTL = 3600
 
 
@@ -40,6 +43,35 @@ def _b64(data: bytes) -> str:
 
 def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def sign_jwt(key: bytes, claims: dict[str, Any]) -> str:
+    """An HS256 JWT of ``claims`` signed with ``key``."""
+    head = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    body = _b64(json.dumps(claims, separators=(",", ":")).encode())
+    sig = _b64(hmac.new(key, f"{head}.{body}".encode(), hashlib.sha256).digest())
+    return f"{head}.{body}.{sig}"
+
+
+def read_jwt(key: bytes, token: str) -> dict[str, Any]:
+    """The claims of a JWT signed with ``key``; audience and times are the caller's to check.
+
+    Raises:
+        TokenError: not three parts, a signature ``key`` did not make, or claims that are not JSON.
+    """
+    if token.count(".") != 2:
+        raise TokenError("The token is malformed: expected a JWT.")
+    head, body, sig = token.split(".")
+    expected = _b64(hmac.new(key, f"{head}.{body}".encode(), hashlib.sha256).digest())
+    if not hmac.compare_digest(sig.encode(), expected.encode()):
+        raise TokenError("The access token has an invalid signature.")
+    try:
+        claims = json.loads(_unb64(body))
+    except ValueError as e:
+        raise TokenError("The access token is malformed.") from e
+    if not isinstance(claims, dict):
+        raise TokenError("The access token is malformed.")
+    return claims
 
 
 def normalise_resource(resource: str) -> str:
@@ -76,10 +108,7 @@ class TokenAuthority:
             "tid": self.tenant_id,
             "sub": self.principal_id,
         }
-        head = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-        body = _b64(json.dumps(claims, separators=(",", ":")).encode())
-        sig = _b64(hmac.new(self._key, f"{head}.{body}".encode(), hashlib.sha256).digest())
-        return f"{head}.{body}.{sig}", expires_on
+        return sign_jwt(self._key, claims), expires_on
 
     def verify(self, authorization: str | None, audience: str) -> dict[str, Any]:
         """Check an ``Authorization`` header value; returns the claims.
@@ -92,14 +121,7 @@ class TokenAuthority:
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or token.count(".") != 2:
             raise TokenError("The 'Authorization' header is invalid: expected 'Bearer <JWT>'.")
-        head, body, sig = token.split(".")
-        expected = _b64(hmac.new(self._key, f"{head}.{body}".encode(), hashlib.sha256).digest())
-        if not hmac.compare_digest(sig, expected):
-            raise TokenError("The access token has an invalid signature.")
-        try:
-            claims: dict[str, Any] = json.loads(_unb64(body))
-        except ValueError as e:
-            raise TokenError("The access token is malformed.") from e
+        claims = read_jwt(self._key, token)
         if claims.get("aud") != normalise_resource(audience):
             raise TokenError(f"The access token has an invalid audience '{claims.get('aud')}'; expected '{audience}'.")
         if claims.get("exp", 0) < time.time():

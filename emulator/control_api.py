@@ -6,7 +6,14 @@
 - ``GET /_emulator/runs``: every run with its state and the moment (epoch) it became terminal.
 - ``GET /_emulator/requests`` the request log ``[{service, method, path, status, at}]``; ``DELETE`` clears.
 - ``POST /_emulator/speed`` ``{"min_seconds", "bytes_per_second", "trigger_interval"}``: change pacing.
+- ``POST /_emulator/registry-tokens`` ``{"access_seconds", "refresh_seconds", "anonymous_seconds"}`` (any of
+  them): the lifetime of registry tokens issued from now on (``emulator.registry_auth``); ``GET`` shows them.
+- ``POST /_emulator/registries/{name}/anonymous-pull`` ``{"enabled": true|false}``: anonymous pull on that
+  registry (tokens with ``pull`` only, from ``/oauth2/token`` without credentials); ``GET`` shows it.
 - ``GET /_emulator/health``.
+
+Registry token lifetimes and anonymous pull live in memory: a restart goes back to the command line's
+``--registry-token-seconds`` / ``--registry-refresh-seconds`` and the topology's ``anonymous_pull``.
 """
 
 from __future__ import annotations
@@ -16,11 +23,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from emulator.control import FaultRuleError
+from emulator.registry_auth import RegistryAccess
 from emulator.world import World
 
 
-def control_routes(world: World) -> list[Route]:
-    """Starlette routes of the control API over ``world``."""
+def control_routes(world: World, registry_access: RegistryAccess) -> list[Route]:
+    """Starlette routes of the control API over ``world`` and the registries' ``registry_access``."""
     controller = world.controller
 
     async def faults(request: Request) -> Response:
@@ -73,6 +81,34 @@ def control_routes(world: World) -> list[Route]:
                 setattr(world.speed, key, float(body[key]))
         return JSONResponse(vars(world.speed))
 
+    async def registry_tokens(request: Request) -> Response:
+        if request.method == "POST":
+            try:
+                body = await request.json()
+                if not isinstance(body, dict):
+                    raise ValueError('expected {"access_seconds": …, "refresh_seconds": …}')
+                registry_access.set_lifetimes(body)
+            except (ValueError, TypeError) as e:
+                return JSONResponse({"error": str(e)}, 400)
+        return JSONResponse(vars(registry_access.lifetimes))
+
+    async def anonymous_pull(request: Request) -> Response:
+        name = request.path_params["name"]
+        if name not in registry_access.registries:
+            return JSONResponse({"error": f"no registry {name!r}; known: {registry_access.registries}"}, 404)
+        if request.method == "POST":
+            try:
+                body = await request.json()
+            except ValueError:
+                body = None
+            if not isinstance(body, dict) or not isinstance(body.get("enabled"), bool):
+                return JSONResponse({"error": 'expected {"enabled": true} or {"enabled": false}'}, 400)
+            if body["enabled"]:
+                registry_access.anonymous_pull.add(name)
+            else:
+                registry_access.anonymous_pull.discard(name)
+        return JSONResponse({"registry": name, "enabled": name in registry_access.anonymous_pull})
+
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
@@ -82,5 +118,7 @@ def control_routes(world: World) -> list[Route]:
         Route("/_emulator/runs", runs, methods=["GET"]),
         Route("/_emulator/requests", requests, methods=["GET", "DELETE"]),
         Route("/_emulator/speed", speed, methods=["POST"]),
+        Route("/_emulator/registry-tokens", registry_tokens, methods=["GET", "POST"]),
+        Route("/_emulator/registries/{name}/anonymous-pull", anonymous_pull, methods=["GET", "POST"]),
         Route("/_emulator/health", health, methods=["GET"]),
     ]

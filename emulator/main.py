@@ -5,6 +5,9 @@ ARM (with the control API), the managed identity, every vault, every registry an
 first start it seeds the topology (containers, SAS secrets, pipelines); later starts on the same state
 directory reuse ports, keys, secrets, runs and registry content. When every endpoint answers it writes
 ``env`` and ``topology.json`` and prints ``emulator ready: DIR/env``.
+
+The registries ask for ACR's tokens (``emulator/registry_auth.py``); each one's admin user and password are in
+``topology.json`` (``registries.<name>.admin``), for tests and the demo.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from emulator.control_api import control_routes
 from emulator.httpserver import TlsEndpoint
 from emulator.keyvault import keyvault_app
 from emulator.registry import registry_app
+from emulator.registry_auth import RegistryAccess, RegistryAuth, TokenLifetimes
 from emulator.runs import RunEngine
 from emulator.storage_proxy import storage_proxy_app
 from emulator.tls import TlsFiles, ensure_tls
@@ -63,6 +67,12 @@ class Emulator:
         self.world = World(topo, self.state_dir, speed)
         self.engine = RunEngine(self.world, self.tls.ca)
         self.args = args
+        self.registry_access = RegistryAccess(
+            self.state_dir,
+            topo["registries"],
+            anonymous_pull=topo.get("anonymous_pull", []),
+            lifetimes=TokenLifetimes(args.registry_token_seconds, args.registry_refresh_seconds),
+        )
         self.ports: dict[str, int] = self._load_ports()
         self.identity_header = self._identity_header()
         self.keys = account_keys(self.state_dir, topo["storage_accounts"])
@@ -112,7 +122,7 @@ class Emulator:
 
         arm = Starlette(
             routes=[
-                *control_routes(w),
+                *control_routes(w, self.registry_access),
                 Route("/{path:path}", arm_entry, methods=["GET", "PUT", "DELETE", "POST", "PATCH"]),
             ]
         )
@@ -125,7 +135,8 @@ class Emulator:
                 f"vault:{name}", ServiceMiddleware(app, "keyvault", controller)
             ).url
         for name, reg in w.registries.items():
-            served = ServiceMiddleware(registry_app(reg), "registry", controller)
+            guarded = RegistryAuth(registry_app(reg), name, self.registry_access, w.authority)
+            served = ServiceMiddleware(guarded, "registry", controller)
             w.endpoints.registries[name] = self._endpoint(f"registry:{name}", served).url
         w.endpoints.azurite = self.azurite.url
         self.ports["azurite"] = self.azurite.port
@@ -247,7 +258,9 @@ class Emulator:
         }
         env_path = self.state_dir / "env"
         env_path.write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items()))
-        (self.state_dir / "topology.json").write_text(json.dumps(self.describe(), indent=2))
+        described = self.state_dir / "topology.json"
+        described.write_text(json.dumps(self.describe(), indent=2))
+        described.chmod(0o600)  # it holds the registries' admin passwords
         return env_path
 
     def describe(self) -> dict[str, Any]:
@@ -284,6 +297,7 @@ class Emulator:
                     "id": w.registry_id(r),
                     "login_server": w.endpoints.registries[r].split("://")[1],
                     "url": w.endpoints.registries[r],
+                    "admin": {"username": r, "password": self.registry_access.admin_password(r)},
                 }
                 for r in topo["registries"]
             },
@@ -359,6 +373,12 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--arm-write-burst", type=float, default=200, help="ARM write bucket size per subscription")
     up.add_argument("--arm-write-rate", type=float, default=10, help="ARM writes refilled per second")
     up.add_argument("--page-size", type=int, default=20, help="items per ARM list page")
+    up.add_argument(
+        "--registry-token-seconds", type=float, default=75 * 60, help="registry access token lifetime (75 min)"
+    )
+    up.add_argument(
+        "--registry-refresh-seconds", type=float, default=3 * 3600, help="registry refresh token lifetime (3 h)"
+    )
     return parser
 
 

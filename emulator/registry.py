@@ -1,22 +1,50 @@
-"""The container registry data plane of the stand-in: the OCI Distribution API v1.1, backed by files.
+"""The container registry data plane of the stand-in: the OCI Distribution API v1.1 and ACR's own listings
+(``/acr/v1/…``, in ``emulator/registry_listing.py``), backed by files.
 
 ``RegistryStore`` keeps one registry on disk, so it survives a restart of the stand-in::
 
     <root>/blobs/sha256/<hex>                            content: layers, configs and manifest bytes
     <root>/repositories/<repo>/_manifests/revisions/sha256/<hex>   manifest is in <repo>; holds media type
     <root>/repositories/<repo>/_manifests/tags/<tag>     the digest the tag points at
+    <root>/repositories/<repo>/_manifests/created/…      when each tag, manifest and the repository was first created
     <root>/uploads/<uuid>                                blob uploads in progress
 
 Repository names may contain ``/``; a name component can never start with ``_``, so ``_manifests`` cannot
 clash with a repository. Every file is written to a temporary name and moved into place with
 ``os.replace``, so a reader never sees half a file. Blobs are shared by all repositories of a registry.
 
-The run engine uses the store in-process (plain, thread-safe functions); registry clients (oras, skopeo,
-docker) use ``registry_app``, the HTTP API in front of it.
+Timestamps, as ACR lists them (``createdTime``, ``lastUpdateTime``): a tag file's and a revision file's
+mtime is set, to the nanosecond, to the time of the push that last wrote it (its ``lastUpdateTime``), and
+``created/tags/<tag>``, ``created/revisions/<hex>`` and ``created/repository`` hold the nanoseconds of the
+first push (its ``createdTime``), written once and removed with the tag or manifest. The clock never gives
+two pushes the same 100-ns tick (ACR's resolution), so listings in time order follow the order of the pushes.
+Pushes through the HTTP API and the run engine's imports (``emulator/oci.py``) both go through
+``put_manifest`` and so both set them. Sorting 10,000 tags by time stats their files (no reads); sorting by
+name lists the directory once and reads only the page's files.
 
-Authentication: **anonymous access is allowed** for every operation. ``Authorization: Basic …`` and
-``Bearer …`` headers are accepted and ignored, so clients configured with credentials for a real ACR work
-unchanged. Access control is not what the stand-in exists to verify.
+The run engine uses the store in-process (plain, thread-safe functions); registry clients (oras, skopeo,
+docker) use ``registry_app``, the HTTP API in front of it: ``/v2/…`` (catalog, tags, manifests, blobs,
+uploads, referrers with optional ``n``/``last`` paging) and ``/acr/v1/…``:
+
+    GET /acr/v1/_catalog?n=&last=                            {"repositories": […]}
+    GET /acr/v1/{repo}                                       {registry, imageName, createdTime, lastUpdateTime,
+                                                              manifestCount, tagCount, changeableAttributes}
+    GET /acr/v1/{repo}/_tags?n=&last=&orderby=&digest=       {registry, imageName, tags: [{name, digest,
+                                                              createdTime, lastUpdateTime, signed,
+                                                              changeableAttributes}]}
+    GET /acr/v1/{repo}/_tags/{tag}                           {registry, imageName, tag: {…}}
+    GET /acr/v1/{repo}/_manifests?n=&last=&orderby=          {registry, imageName, manifests: [{digest, imageSize,
+                                                              createdTime, lastUpdateTime, architecture?, os?,
+                                                              mediaType, tags?, changeableAttributes}]}
+    GET /acr/v1/{repo}/_manifests/{digest}                   {registry, imageName, manifest: {…}}
+
+Each page is at most 1000 entries (100 without ``n``) and a ``Link: </acr/v1/…?last=…&n=…&orderby=…>;
+rel="next"`` follows whenever more remain; ``orderby`` is ``timedesc`` / ``timeasc`` (by
+``lastUpdateTime``), else name (digest) order. A repository may be written ``a/b`` or ``a%2Fb``.
+
+Authentication is not this module's: ``registry_app`` answers every request that reaches it and ignores
+``Authorization`` headers; the stand-in puts ACR's token flow in front of it (``emulator/registry_auth.py``,
+wired in ``emulator/main.py``).
 
 Errors are named exceptions (``RegistryError`` and its subclasses) carrying the OCI error code and HTTP
 status the API answers with, so in-process callers catch by class and HTTP clients see the OCI error body
@@ -31,6 +59,7 @@ import os
 import re
 import tempfile
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +87,7 @@ TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
 _COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
 REPO_NAME_RE = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
 _UPLOAD_ID_RE = re.compile(r"^[a-f0-9]{32}$")
+_HEX_RE = re.compile(r"^[a-f0-9]{64}$")
 _CHUNK = 1024 * 1024
 
 
@@ -152,6 +182,40 @@ class Manifest:
     digest: str
     media_type: str
     data: bytes
+
+
+@dataclass(frozen=True)
+class TagRecord:
+    """A tag as the store keeps it: the digest it points at, when it was first created and last pushed
+    (nanoseconds since the epoch, UTC)."""
+
+    name: str
+    digest: str
+    created_ns: int
+    updated_ns: int
+
+
+@dataclass(frozen=True)
+class ManifestRecord:
+    """A manifest of a repository as the store keeps it: media type, size of its bytes, when it was first
+    pushed into the repository and last pushed (nanoseconds since the epoch, UTC)."""
+
+    digest: str
+    media_type: str
+    size: int
+    created_ns: int
+    updated_ns: int
+
+
+@dataclass(frozen=True)
+class RepositoryRecord:
+    """A repository's summary: when its first manifest came, when anything in it last changed, and counts."""
+
+    name: str
+    created_ns: int
+    updated_ns: int
+    manifest_count: int
+    tag_count: int
 
 
 @dataclass(frozen=True)
@@ -260,22 +324,56 @@ def manifest_media_type(data: bytes, content_type: str | None) -> str:
     return OCI_INDEX if isinstance(doc, dict) and "manifests" in doc else OCI_MANIFEST
 
 
+def _mtimes(directory: Path, names: re.Pattern[str]) -> dict[str, int]:
+    """The files in ``directory`` whose name matches ``names``, with their mtimes in nanoseconds."""
+    found: dict[str, int] = {}
+    try:
+        entries = os.scandir(directory)
+    except FileNotFoundError:
+        return found
+    with entries:
+        for entry in entries:
+            if names.match(entry.name):
+                try:
+                    found[entry.name] = entry.stat().st_mtime_ns
+                except FileNotFoundError:
+                    continue  # deleted while listing
+    return found
+
+
 def _file_digest(path: Path) -> str:
     with open(path, "rb") as f:
         return "sha256:" + hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same directory and ``os.replace``."""
+def _atomic_write(path: Path, data: bytes, mtime_ns: int | None = None) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same directory and ``os.replace``; with
+    ``mtime_ns``, the file's modification time is set to it (nanoseconds since the epoch) before the move."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        if mtime_ns is not None:
+            os.utime(tmp, ns=(mtime_ns, mtime_ns))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _write_once(path: Path, ns: int) -> None:
+    """Record ``ns`` in ``path`` unless it already holds a time (a created time is never moved)."""
+    if not path.is_file():
+        _atomic_write(path, str(ns).encode())
+
+
+def _read_ns(path: Path, default: int) -> int:
+    """The nanoseconds recorded in ``path``; ``default`` when there is none (state from before timestamps)."""
+    try:
+        return int(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return default
 
 
 class RegistryStore:
@@ -290,6 +388,7 @@ class RegistryStore:
         self.root = Path(root)
         self.name = name
         self._lock = threading.Lock()
+        self._last_ns = 0
         for sub in ("blobs/sha256", "repositories", "uploads"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
 
@@ -439,10 +538,25 @@ class RegistryStore:
                 raise ManifestBlobUnknown(f"index references manifest {child}, which is not in repository '{repo}'")
         self.put_blob(data, digest)
         with self._lock:
-            _atomic_write(self._revision_path(repo, digest), media_type.encode())
+            now = self._tick()
+            created = self._manifests_dir(repo) / "created"
+            revision = self._revision_path(repo, digest)
+            _write_once(created / "repository", now)
+            if not revision.is_file():
+                _atomic_write(created / "revisions" / digest.removeprefix("sha256:"), str(now).encode())
+            _atomic_write(revision, media_type.encode(), mtime_ns=now)
             if not is_digest:
-                _atomic_write(self._manifests_dir(repo) / "tags" / reference, digest.encode())
+                tag_path = self._manifests_dir(repo) / "tags" / reference
+                if not tag_path.is_file():
+                    _atomic_write(created / "tags" / reference, str(now).encode())
+                _atomic_write(tag_path, digest.encode(), mtime_ns=now)
         return digest
+
+    def _tick(self) -> int:
+        """Now, in nanoseconds, at least one 100-ns tick after the previous push (call with the lock held),
+        so two pushes never share a timestamp as ACR formats it."""
+        self._last_ns = max(time.time_ns(), self._last_ns + 100)
+        return self._last_ns
 
     def resolve(self, repo: str, reference: str) -> str | None:
         """The digest of the manifest ``reference`` (tag or digest) names in ``repo``, or None.
@@ -476,10 +590,11 @@ class RegistryStore:
 
     def tags(self, repo: str) -> list[str]:
         """The tags of ``repo``, sorted; empty when the repository does not exist."""
-        tag_dir = self._manifests_dir(repo) / "tags"
-        if not tag_dir.is_dir():
+        try:
+            names = os.listdir(self._manifests_dir(repo) / "tags")  # plain names: 10,000 tags list in ms
+        except FileNotFoundError:
             return []
-        return sorted(p.name for p in tag_dir.iterdir() if TAG_RE.match(p.name))
+        return sorted(name for name in names if TAG_RE.match(name))
 
     def has_repository(self, repo: str) -> bool:
         """Whether ``repo`` holds at least one manifest."""
@@ -498,6 +613,80 @@ class RegistryStore:
                     found.append(repo)
         return sorted(found)
 
+    # -- timestamps, for ACR's listings ------------------------------------------------------------------
+
+    def tag_record(self, repo: str, tag: str) -> TagRecord | None:
+        """The tag's digest and times, or None when ``repo`` has no such tag (one read, one stat).
+
+        Raises:
+            NameInvalid: a malformed repository name.
+        """
+        if not TAG_RE.match(tag):
+            return None
+        manifests = self._manifests_dir(repo)
+        try:
+            with open(manifests / "tags" / tag, "rb") as f:
+                digest, updated = f.read().decode(), os.fstat(f.fileno()).st_mtime_ns
+        except FileNotFoundError:
+            return None
+        return TagRecord(tag, digest, _read_ns(manifests / "created" / "tags" / tag, updated), updated)
+
+    def tag_update_times(self, repo: str) -> dict[str, int]:
+        """Every tag of ``repo`` with its last push time in nanoseconds, from the files' mtimes (no reads)."""
+        return _mtimes(self._manifests_dir(repo) / "tags", TAG_RE)
+
+    def tag_digests(self, repo: str) -> dict[str, str]:
+        """Every tag of ``repo`` with the digest it points at (one read per tag)."""
+        found = {}
+        for tag in self.tags(repo):
+            digest = self.resolve(repo, tag)
+            if digest is not None:
+                found[tag] = digest
+        return found
+
+    def manifest_digests(self, repo: str) -> list[str]:
+        """The digests of the manifests in ``repo``, sorted; empty when the repository does not exist."""
+        return sorted(self.manifest_update_times(repo))
+
+    def manifest_update_times(self, repo: str) -> dict[str, int]:
+        """Every manifest of ``repo`` with its last push time in nanoseconds, from the files' mtimes."""
+        found = _mtimes(self._manifests_dir(repo) / "revisions" / "sha256", _HEX_RE)
+        return {"sha256:" + hex_: ns for hex_, ns in found.items()}
+
+    def manifest_record(self, repo: str, digest: str) -> ManifestRecord | None:
+        """The manifest's media type, size and times, or None when it is not in ``repo``.
+
+        Raises:
+            NameInvalid: a malformed repository name.
+        """
+        if not DIGEST_RE.match(digest):
+            return None
+        manifests = self._manifests_dir(repo)
+        hex_ = digest.removeprefix("sha256:")
+        try:
+            with open(manifests / "revisions" / "sha256" / hex_, "rb") as f:
+                media_type, updated = f.read().decode(), os.fstat(f.fileno()).st_mtime_ns
+            size = self.blob_path(digest).stat().st_size
+        except FileNotFoundError:
+            return None
+        created = _read_ns(manifests / "created" / "revisions" / hex_, updated)
+        return ManifestRecord(digest, media_type, size, created, updated)
+
+    def repository_record(self, repo: str) -> RepositoryRecord | None:
+        """When ``repo`` was created and last changed, and how many manifests and tags it holds; None when
+        it holds no manifest.
+
+        Raises:
+            NameInvalid: a malformed repository name.
+        """
+        manifests = self.manifest_update_times(repo)
+        if not manifests:
+            return None
+        tags = self.tag_update_times(repo)
+        updated = max([*manifests.values(), *tags.values()])
+        created = _read_ns(self._manifests_dir(repo) / "created" / "repository", min(manifests.values()))
+        return RepositoryRecord(repo, created, updated, len(manifests), len(tags))
+
     def delete_manifest(self, repo: str, digest: str) -> bool:
         """Remove the manifest ``digest`` from ``repo`` with every tag pointing at it; False if absent.
 
@@ -510,8 +699,11 @@ class RegistryStore:
                 return False
             for tag in self.tags(repo):
                 if self.resolve(repo, tag) == digest:
-                    (self._manifests_dir(repo) / "tags" / tag).unlink(missing_ok=True)
+                    self._unlink_tag(repo, tag)
             revision.unlink()
+            (self._manifests_dir(repo) / "created" / "revisions" / digest.removeprefix("sha256:")).unlink(
+                missing_ok=True
+            )
             return True
 
     def delete_tag(self, repo: str, tag: str) -> bool:
@@ -519,10 +711,13 @@ class RegistryStore:
         if not TAG_RE.match(tag):
             return False
         with self._lock:
-            path = self._manifests_dir(repo) / "tags" / tag
-            existed = path.is_file()
-            path.unlink(missing_ok=True)
+            existed = (self._manifests_dir(repo) / "tags" / tag).is_file()
+            self._unlink_tag(repo, tag)
             return existed
+
+    def _unlink_tag(self, repo: str, tag: str) -> None:
+        (self._manifests_dir(repo) / "tags" / tag).unlink(missing_ok=True)
+        (self._manifests_dir(repo) / "created" / "tags" / tag).unlink(missing_ok=True)
 
     def referrers(self, repo: str, digest: str) -> list[dict[str, Any]]:
         """Descriptors of the manifests in ``repo`` whose ``subject`` is ``digest`` (OCI 1.1 referrers)."""
@@ -754,16 +949,25 @@ class _RegistryApi:
         if artifact_type:
             descriptors = [d for d in descriptors if d.get("artifactType") == artifact_type]
             headers["OCI-Filters-Applied"] = "artifactType"
-        body = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": descriptors}
-        return JSONResponse(body, media_type=OCI_INDEX, headers=headers)
+        # the spec leaves paging to the registry (an opaque Link); `n`/`last` over digests is this one's
+        by_digest = {d["digest"]: d for d in descriptors}
+        path = f"/v2/{name}/referrers/{digest}"
+        page, link = _paginate(sorted(by_digest), request, path)
+        if link and artifact_type:
+            link["Link"] = link["Link"].replace(">;", f"&artifactType={quote(artifact_type, safe='')}>;", 1)
+        body = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [by_digest[d] for d in page]}
+        return JSONResponse(body, media_type=OCI_INDEX, headers={**headers, **link})
 
 
 def registry_app(store: RegistryStore) -> Starlette:
-    """The ASGI app serving ``store`` as an OCI Distribution API v1.1 registry (anonymous access).
+    """The ASGI app serving ``store`` as an OCI Distribution API v1.1 registry with ACR's ``/acr/v1``
+    listings; it checks no credentials (see the module docstring).
 
     Args:
         store: the registry to serve; the app reads and writes it in place.
     """
+    from emulator.registry_listing import acr_listing_routes  # it builds on this module's store and errors
+
     api = _RegistryApi(store)
     methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
     routes = [
@@ -771,5 +975,6 @@ def registry_app(store: RegistryStore) -> Starlette:
         Route("/v2", api.base, methods=["GET", "HEAD"]),
         Route("/v2/_catalog", api.catalog, methods=["GET", "HEAD"]),
         Route("/v2/{rest:path}", api.dispatch, methods=methods),
+        *acr_listing_routes(store),
     ]
     return Starlette(routes=routes, exception_handlers={RegistryError: _error_response})

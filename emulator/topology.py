@@ -1,7 +1,8 @@
 """What the stand-in serves: subscription, resource group, registries, storage, vaults and pipelines.
 
 The default topology is the one every test, demo and benchmark uses (see the README). ``--topology FILE``
-takes a JSON document of the same shape as ``DEFAULT_TOPOLOGY``.
+takes a JSON document of the same shape as ``DEFAULT_TOPOLOGY``. Its ``"anonymous_pull"`` (optional) lists the
+registries that hand out anonymous pull tokens (default none, as in ACR).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ DEFAULT_TOPOLOGY: dict[str, Any] = {
     "resource_group": "transfer-rg",
     "location": "westeurope",
     "registries": ["sourceregistry", "targetregistry"],
+    "anonymous_pull": [],
     "storage_accounts": {
         "sourcestorage": ["transfer"],
         "targetstorage": ["transfer", "triggered"],
@@ -148,6 +150,9 @@ def validate_topology(topo: dict[str, Any]) -> None:
                 )
             if spec.get("kind") == "container" and spec.get("container") not in accounts[spec["account"]]:
                 raise TopologyError(f"secret '{secret}' in vault '{vault}' names unknown container")
+    anonymous = topo.get("anonymous_pull", [])
+    if not isinstance(anonymous, list) or any(r not in topo["registries"] for r in anonymous):
+        raise TopologyError(f"'anonymous_pull' must list registries of the topology, not {anonymous!r}")
     for p in topo.get("pipelines", []):
         where = f"pipeline '{p.get('name')}'"
         if p.get("kind") not in ("export", "import"):

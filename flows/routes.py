@@ -13,7 +13,9 @@ gone.
 
 from __future__ import annotations
 
+import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -26,16 +28,19 @@ from prefect.states import Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel
 
-from acr_transfer.errors import AcrTransferError, ConfigError, redact
-from acr_transfer.models import ImportRequest, TransferRequest, TransferRoute, parameter_size_problem
+from acr_transfer.errors import AcrTransferError, ConfigError, redact, shown
+from acr_transfer.models import ImportRequest, PushedTag, TransferRequest, TransferRoute, parameter_size_problem
 from acr_transfer.results import ExportedBlob, TransferResult
 from acr_transfer.routes import RouteLimits, RoutesFile, load_routes, routes_path
 from acr_transfer.settings import get_settings
 from flows.transfer import export_artifacts, registry_transfer, run_export, run_import, run_transfer
 from tasks import resume
 from tasks.concurrency import LockHolder, PrefectApi, RouteLockTimeout, live_holder
+from tasks.pushes import collect_pushes
 
 LOCK_WAIT_SECONDS = 60
+PUSH_WINDOW_SECONDS = 30.0  # export-on-push's trigger `within` (prefect.yaml)
+PUSH_GRACE_SECONDS = 3.0  # events reach the Prefect server a moment after they occurred
 
 
 def route_limits() -> RouteLimits:
@@ -86,6 +91,7 @@ def transfer_route(
     transfer_id: str | None = None,
     dry_run: bool = False,
     routes_file: str | None = None,
+    full: bool = False,
 ) -> TransferResult:
     """Run ``registry-transfer`` for one route of routes.yaml (waits while the route is already transferring).
 
@@ -95,9 +101,10 @@ def transfer_route(
         transfer_id: Continue this transfer (6-20 lowercase letters or digits); empty for a new one.
         dry_run: Only plan and check; create nothing.
         routes_file: Routes file; default $ACR_TRANSFER_ROUTES, else routes.yaml in the working directory.
+        full: Send everything the route selects, even what the target already holds.
     """
     rt = _route(route, routes_file)
-    request = TransferRequest(route=rt, artifacts=artifacts, transfer_id=transfer_id, dry_run=dry_run)
+    request = TransferRequest(route=rt, artifacts=artifacts, transfer_id=transfer_id, dry_run=dry_run, full=full)
     with tags(f"route:{route}"):  # the route's lock is taken once the transfer id is known
         return run_transfer(request)  # in this run, not a subflow: its page holds the task runs and artifacts
 
@@ -107,17 +114,62 @@ def export_route(
     route: str,
     artifacts: list[str] | None = None,
     routes_file: str | None = None,
+    pushed_since: str | None = None,
+    window_seconds: float = PUSH_WINDOW_SECONDS,
+    full: bool = False,
 ) -> list[ExportedBlob]:
-    """Export a route's artifacts (the source half): what ``export-on-push`` runs after a burst of pushes.
+    """Export a route's artifacts (the source half), or what a burst of pushes brought: what ``export-on-push``
+    runs.
 
     Args:
         route: Route name in routes.yaml (its source side is used).
         artifacts: Export these instead of the route's artifacts.
         routes_file: Routes file; default $ACR_TRANSFER_ROUTES, else routes.yaml in the working directory.
+        pushed_since: When the burst's first push happened (the trigger's ``{{ event.occurred }}``): export the
+            tags pushed to the source registry from then until ``window_seconds`` later, as the route selects
+            them; empty: the route's artifacts (or its whole selection).
+        window_seconds: How long a burst lasts: the trigger's ``within``.
+        full: Send everything, even what the export ledger says was exported already.
     """
     rt = _route(route, routes_file)
     with tags(f"route:{route}"):
-        return run_export(TransferRequest(route=rt, artifacts=artifacts))
+        if pushed_since is None:
+            return run_export(TransferRequest(route=rt, artifacts=artifacts, full=full))
+        request = _pushed_request(rt, _when(pushed_since), window_seconds, full)
+        if request is None:
+            return []
+        return run_export(request)
+
+
+def _when(text: str) -> datetime:
+    try:
+        when = datetime.fromisoformat(text.strip().replace(" ", "T"))
+    except ValueError:
+        raise ConfigError(f"pushed_since '{shown(text)}' is not a time (ISO 8601, like 2026-12-01T10:00:00Z)") from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def _pushed_request(rt: TransferRoute, since: datetime, window: float, full: bool) -> TransferRequest | None:
+    """Wait for the burst to end, then the request that exports what it pushed; None when the route wants none."""
+    log = get_run_logger()
+    if rt.source is None:
+        raise ConfigError(f"route '{rt.name}' has no source to export from")
+    until = since + timedelta(seconds=max(0.0, window))
+    wait = (until - datetime.now(UTC)).total_seconds() + PUSH_GRACE_SECONDS
+    if wait > 0:
+        log.info("waiting %.0f s for the burst of pushes that began at %s to end", wait, since.isoformat())
+        time.sleep(wait)
+    registry = rt.source.registry.parts(get_settings().subscription_id)[2]
+    pushes = collect_pushes(registry, since - timedelta(seconds=PUSH_GRACE_SECONDS), until)
+    if rt.select is not None:
+        pushed = [PushedTag(repository=p.repo, tag=p.tag, digest=p.digest, occurred=p.updated) for p in pushes]
+        return TransferRequest(route=rt, pushed=pushed, full=full)
+    listed = set(rt.artifacts)
+    wanted = [p.reference for p in pushes if p.reference in listed]  # a plain route exports its own list's tags
+    if not wanted:
+        log.info("route %s lists none of the %s pushed tag(s): nothing to export", rt.name, len(pushes))
+        return None
+    return TransferRequest(route=rt, artifacts=wanted, full=full)
 
 
 @flow(name="import-route-blob")
@@ -159,6 +211,13 @@ class RouteOutcome(BaseModel):
     message: str = ""
 
 
+def _planned_from(rt: TransferRoute) -> list[str]:
+    """What a route's transfer is planned from: its artifacts and its selection rules (an edited route's
+    unfinished transfer is not resumed; a sync's frozen plan keeps its list even when tags move)."""
+    rules = [f"select:{rt.select.model_dump_json()}", f"skip:{rt.effective_skip}"] if rt.select else []
+    return [*rt.artifacts, *rules]
+
+
 @task(name="sync-route", task_run_name="{route}")
 def sync_route(route: str, routes_file: str | None) -> RouteOutcome | State:
     """One route of a sync, by its halves: both sides transfer, an export-only route exports, an import-only
@@ -180,7 +239,8 @@ def sync_route(route: str, routes_file: str | None) -> RouteOutcome | State:
         # nothing done is done again
         api = PrefectApi()
         try:
-            transfer_id = resume.unfinished(route, rt.artifacts, api) or uuid.uuid4().hex[:12]
+            planned_from = _planned_from(rt)
+            transfer_id = resume.unfinished(route, planned_from, api) or uuid.uuid4().hex[:12]
             holder = live_holder(route, transfer_id)  # a lock whose holder is gone is reclaimed below
             if holder is not None:
                 return _busy(route, holder)
@@ -188,7 +248,7 @@ def sync_route(route: str, routes_file: str | None) -> RouteOutcome | State:
             too_large = parameter_size_problem(request, parameter_limit())  # Prefect would refuse it with a 422
             if too_large:
                 raise ConfigError(too_large)
-            resume.remember(route, transfer_id, rt.artifacts, api)
+            resume.remember(route, transfer_id, planned_from, api)
             with tags(f"route:{route}"):
                 state: State[Any] = half(request, lock_wait_seconds=LOCK_WAIT_SECONDS, return_state=True)
             result: object = state.result(raise_on_failure=False)
@@ -223,7 +283,13 @@ def _outcome_of(route: str, result: object) -> RouteOutcome:
             transfer_id=result.transfer_id,
             verified=result.verified,
             requested=len(result.rows),
-            message="; ".join(result.failures),
+            message="; ".join(result.failures) or (result.plan.summary() if result.plan else ""),
+        )
+    if result == []:
+        return RouteOutcome(
+            route=route,
+            status=RouteStatus.SUCCEEDED,
+            message="nothing to export: every selected artifact is in the ledger",
         )
     if isinstance(result, list) and all(isinstance(e, ExportedBlob) for e in result):
         exported = sum(len(e.artifacts) for e in result)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -19,15 +20,18 @@ from acr_transfer.errors import AcrTransferError, ConfigError, PreflightError, r
 from acr_transfer.models import ImportRequest, TransferRequest
 from acr_transfer.preflight import Check
 from acr_transfer.results import ExportedBlob, TransferResult, rows_for
+from acr_transfer.sync import SyncPlan
 from tasks.concurrency import route_lock
 from tasks.preflight import check_artifacts, check_export_side, check_import_side, check_pipeline
 from tasks.report import (
     clean_up_blob,
     label_run,
     publish_exported_blobs,
+    publish_plan,
     publish_preflight_failure,
     publish_result,
 )
+from tasks.sync import plan_sync, record_exported
 from tasks.transfer import (
     bridge_blob,
     export_batch,
@@ -39,9 +43,16 @@ from tasks.transfer import (
 )
 
 
-def run_preflight(ctx: TransferContext, raise_on_failure: bool = True) -> tuple[TransferContext, list[Check]]:
+def run_preflight(
+    ctx: TransferContext, raise_on_failure: bool = True, request: TransferRequest | None = None
+) -> tuple[TransferContext, list[Check]]:
     """Every check of the route's sides, concurrently; raises PreflightError listing all failures before
-    anything is created."""
+    anything is created.
+
+    For a ``select:`` route (and a ``request`` naming no artifacts of its own) the sync plan is made once the
+    pipelines are known: it lists the registries and reads the export container. What it plans is then
+    checked like any artifact list.
+    """
     route = ctx.route
     exp = check_pipeline.submit(ctx.source, "export", route.source.export_pipeline) if route.source else None
     imp = check_pipeline.submit(ctx.target, "import", route.target.import_pipeline) if route.target else None
@@ -50,8 +61,10 @@ def run_preflight(ctx: TransferContext, raise_on_failure: bool = True) -> tuple[
     checks = [c for c in (exp_check, imp_check) if c is not None]
     if all(c.ok for c in checks):
         ctx = ctx.with_pipelines(exp_facts, imp_facts)
+        if request is not None and route.select is not None and route.source and not request.artifacts:
+            ctx = plan_sync(ctx, request)
         sides = []
-        if route.source:
+        if route.source and ctx.plan.batches:
             sides.append(check_export_side.submit(ctx))
             sides.append(check_artifacts.submit(ctx))
         if route.target:
@@ -115,11 +128,18 @@ def run_transfer(
 
 def _transfer(ctx: TransferContext, request: TransferRequest) -> TransferResult:
     log = get_run_logger()
-    ctx, _ = run_preflight(ctx)
-    if request.dry_run:
+    ctx, _ = run_preflight(ctx, request=request)
+    if request.dry_run or (ctx.sync is not None and not ctx.plan.batches):
         result = TransferResult(
-            route=ctx.route.name, transfer_id=ctx.transfer_id, succeeded=True, dry_run=True, rows=rows_for(ctx, {}, {})
+            route=ctx.route.name,
+            transfer_id=ctx.transfer_id,
+            succeeded=True,
+            dry_run=request.dry_run,
+            rows=rows_for(ctx, {}, {}),
+            plan=ctx.sync,
         )
+        if ctx.sync is not None and not request.dry_run:
+            log.info("transfer %s: nothing to send (%s); no run created", ctx.transfer_id, ctx.sync.summary())
         return publish_result(ctx, result)
     batches = ctx.plan.batches
     exports = {b.index: export_batch.submit(ctx, b) for b in batches}
@@ -153,6 +173,7 @@ def _transfer(ctx: TransferContext, request: TransferRequest) -> TransferResult:
         rows=rows_for(ctx, verified, runs),
         failures=failures,
         blobs=blobs,
+        plan=ctx.sync,
     )
     publish_result(ctx, result)
     if failures:
@@ -188,11 +209,17 @@ def run_export(
     ctx = plan_transfer(request)
     label_run(ctx)
     with _holding_route(ctx, take_route_lock, lock_wait_seconds):
-        return _export(ctx)
+        return _export(ctx, request)
 
 
-def _export(ctx: TransferContext) -> list[ExportedBlob]:
-    ctx, _ = run_preflight(ctx)
+def _export(ctx: TransferContext, request: TransferRequest) -> list[ExportedBlob]:
+    ctx, _ = run_preflight(ctx, request=request)
+    if ctx.sync is not None and (request.dry_run or not ctx.plan.batches):
+        get_run_logger().info(
+            "export %s: %s%s", ctx.transfer_id, ctx.sync.summary(), "" if request.dry_run else "; no run created"
+        )
+        publish_plan(ctx, ctx.sync, dry_run=request.dry_run)
+        return []
     futures = {b.index: export_batch.submit(ctx, b) for b in ctx.plan.batches}
     exported, failures = [], []
     for b in ctx.plan.batches:
@@ -212,6 +239,8 @@ def _export(ctx: TransferContext) -> list[ExportedBlob]:
         )
     if exported:
         publish_exported_blobs(ctx, exported)
+        if ctx.sync is not None:  # what the other side will hold once these blobs are imported
+            record_exported(ctx, [ref for blob in exported for ref in blob.artifacts])
     if failures:
         raise AcrTransferError(f"export {ctx.transfer_id} failed:\n" + "\n".join(failures))
     get_run_logger().info("exported %s blob(s): %s", len(exported), ", ".join(e.blob for e in exported))
@@ -238,12 +267,23 @@ def run_import(request: ImportRequest) -> TransferResult:
     return import_single_blob(ctx, request)
 
 
+@dataclass(frozen=True)
+class PreflightReport:
+    """What ``transfer-preflight`` found: every check, and a ``select:`` route's plan (what it would send)."""
+
+    checks: list[Check]
+    plan: SyncPlan | None = None
+
+
 @flow(name="transfer-preflight")
-def transfer_preflight(request: TransferRequest) -> list[Check]:
-    """Only the checks of ``registry_transfer``, every one reported (passed or not); creates nothing."""
+def transfer_preflight(request: TransferRequest) -> PreflightReport:
+    """Only the checks of ``registry_transfer``, every one reported (passed or not), and the plan of a
+    ``select:`` route; creates nothing (the plan is not frozen)."""
     ctx = plan_transfer(request)
-    _, checks = run_preflight(ctx, raise_on_failure=False)
-    return checks
+    ctx, checks = run_preflight(ctx, raise_on_failure=False, request=request.model_copy(update={"dry_run": True}))
+    if ctx.sync is not None:
+        publish_plan(ctx, ctx.sync, dry_run=True)
+    return PreflightReport(checks, ctx.sync)
 
 
 def _outcome(future: Any) -> Any:

@@ -14,7 +14,8 @@ from acr_transfer.context import TransferContext
 from acr_transfer.errors import redact
 from acr_transfer.events import EventName, Label, transfer_resource_id
 from acr_transfer.preflight import Check
-from acr_transfer.results import ExportedBlob, TransferResult, markdown
+from acr_transfer.results import ExportedBlob, TransferResult, markdown, plan_markdown
+from acr_transfer.sync import SyncPlan
 from tasks import clients
 
 
@@ -142,6 +143,27 @@ def publish_exported_blobs(ctx: TransferContext, exported: list[ExportedBlob]) -
         "and import each with its catalog digest",
     )
     return exported
+
+
+@task(name="publish-plan")
+def publish_plan(ctx: TransferContext, plan: SyncPlan, dry_run: bool = False) -> SyncPlan:
+    """What a select: route's transfer sends and skips, and why, as a markdown artifact (``plan-<route>``)."""
+    head = "dry run: nothing created" if dry_run else "nothing to send: no run created" if not plan.send else "plan"
+    text = "\n".join(
+        [
+            f"# Transfer `{ctx.transfer_id}` on route `{ctx.route.name}`: {head}",
+            "",
+            f"{plan.summary()}.",
+            "",
+            *plan_markdown(plan),
+        ]
+    )
+    create_markdown_artifact(
+        key=route_key(ctx, "plan"),
+        markdown=redact(text),
+        description=f"Plan of transfer {ctx.transfer_id} on route {ctx.route.name}: {plan.summary()}",
+    )
+    return plan
 
 
 @task(name="clean-up-blob")

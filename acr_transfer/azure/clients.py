@@ -15,6 +15,7 @@ from functools import cached_property
 from typing import Any
 
 from acr_transfer.azure.acr_data import RegistryDataPlane
+from acr_transfer.azure.acr_listing import RegistryListing
 from acr_transfer.azure.keyvault import KeyVaultSecrets
 from acr_transfer.azure.registry import RegistryAddress, RegistryArm
 from acr_transfer.azure.storage import BlobStorage
@@ -62,6 +63,11 @@ class AzureClients:
     @cached_property
     def data_plane(self) -> RegistryDataPlane:
         return RegistryDataPlane(self.settings, self.credential)
+
+    @cached_property
+    def listing(self) -> RegistryListing:
+        """Repositories, tags, referrers and sizes, over the one data plane (its tokens shared)."""
+        return RegistryListing(self.data_plane)
 
     @cached_property
     def vault(self) -> KeyVaultSecrets:

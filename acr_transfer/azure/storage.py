@@ -32,6 +32,7 @@ from acr_transfer.errors import (
     PermanentError,
     RunTimeoutError,
     ServiceUnavailableError,
+    TransientError,
     VerificationError,
 )
 from acr_transfer.retry import call_with_retries
@@ -52,6 +53,10 @@ class CopyRefused(AuthError):
     def __init__(self, message: str, *, side: str, code: str | None = None, status: int | None = None) -> None:
         super().__init__(message, code=code, status=status)
         self.side = side
+
+
+class WriteConflict(TransientError):
+    """A conditional write lost the race: another writer changed the blob since it was read."""
 
 
 @dataclass(frozen=True)
@@ -207,6 +212,67 @@ class BlobStorage:
                     raise
                 return False
         return True
+
+    def read_text(self, container_uri: str, blob: str, sas: SasToken | None) -> tuple[str, str] | None:
+        """A small UTF-8 blob (a ledger, a frozen plan) and its etag; ``None`` when it does not exist.
+
+        Raises:
+            NotFoundError: the container does not exist.
+            AuthError / TransientError: as for :meth:`check_container` ('r' is needed).
+        """
+        with self._container(container_uri, sas) as container:
+            client = container.get_blob_client(blob)
+            try:
+                downloaded = self._call(
+                    lambda: client.download_blob(encoding="utf-8"),
+                    f"read blob '{blob}' in container {container_uri}",
+                    sas,
+                    "r",
+                )
+                return str(downloaded.readall()), str(downloaded.properties.etag)
+            except NotFoundError as e:
+                if _is_container_missing(e):
+                    raise
+                return None
+
+    def write_text(self, container_uri: str, blob: str, text: str, sas: SasToken | None, *, etag: str | None) -> str:
+        """Write a small UTF-8 blob only if nobody changed it since it was read: ``etag`` is what :meth:`read_text`
+        returned (``None``: the blob must not exist yet). Returns the new etag.
+
+        Raises:
+            WriteConflict: another writer got there first (the blob exists, or its etag moved); read it again.
+            NotFoundError: the container does not exist.
+            AuthError / TransientError: as for :meth:`check_container` ('c' and 'w' are needed).
+        """
+        from azure.core import MatchConditions
+        from azure.storage.blob import ContentSettings
+
+        conditions: dict[str, Any] = (
+            {"etag": etag, "match_condition": MatchConditions.IfNotModified}
+            if etag is not None
+            else {"match_condition": MatchConditions.IfMissing}
+        )
+        with self._container(container_uri, sas) as container:
+            client = container.get_blob_client(blob)
+            try:
+                result = self._call(
+                    lambda: client.upload_blob(
+                        text.encode(),
+                        overwrite=True,
+                        content_settings=ContentSettings(content_type="application/json"),
+                        **conditions,
+                    ),
+                    f"write blob '{blob}' in container {container_uri}",
+                    sas,
+                    "cw",
+                )
+            except PermanentError as e:
+                if e.status in (409, 412):
+                    raise WriteConflict(
+                        f"blob '{blob}' in container {container_uri} was changed by another writer", status=e.status
+                    ) from None
+                raise
+        return str(result["etag"])
 
     # ------------------------------------------------------------------------------------------ helpers
 

@@ -3,11 +3,13 @@
 Modelled on regsync's config (regclient ``cmd/regsync/config.go``): an unknown version or key is an error with
 its line (and the nearest allowed key), and safety floors are enforced at load rather than discovered at run
 time: timeout_minutes and batch_size within bounds, at most ``RouteLimits.max_artifacts`` artifacts, artifact
-references and the blob name template usable, and (when the caller names them) registries only in allowed
-subscriptions, and a route whose request would be larger than a Prefect flow run's parameters may be
-(``RouteLimits.max_parameter_bytes``). Each route is validated as pydantic's ``TransferRoute``, its messages
-reworded to say what to do (and clipped: they may quote a value). Inline secrets are refused earlier, by
-``inline_secrets``; the number of routes is counted while the file is composed.
+references and the blob name template usable, every ``select:`` rule compiled (globs, regexes and semver
+ranges, each bad one at the line of its list item; ``latest`` 1-10000; ``skip`` identical or none), and (when
+the caller names them) registries only in allowed subscriptions, and a route whose request would be larger
+than a Prefect flow run's parameters may be (``RouteLimits.max_parameter_bytes``). Each route is validated as
+pydantic's ``TransferRoute``, its messages reworded to say what to do (and clipped: they may quote a value).
+Inline secrets are refused earlier, by ``inline_secrets``; the number of routes is counted while the file is
+composed.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pydantic import BaseModel, ValidationError
 from acr_transfer.errors import ConfigError, shown
 from acr_transfer.models import JsonSizes, TransferRequest, TransferRoute, parameter_size_problem
 from acr_transfer.naming import blob_name, normalise_artifact, too_many_artifacts
+from acr_transfer.patterns import SelectionRuleError
 from acr_transfer.routes.compose import too_many_routes
 from acr_transfer.routes.interpolate import is_x
 from acr_transfer.routes.limits import RouteLimits
@@ -32,10 +35,16 @@ SUPPORTED_VERSION = 1
 TOP_LEVEL_KEYS = ("version", "defaults", "routes")
 
 _BOUND_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}
-_FLOORS = {
-    "timeout_minutes": "timeout_minutes must be 1 to 1440 minutes (got {value}): a run needs at least a minute, "
+_FLOORS: dict[Loc, str] = {
+    ("timeout_minutes",): "timeout_minutes must be 1 to 1440 minutes (got {value}): a run needs at least a minute, "
     "and one that runs longer than a day is stuck",
-    "batch_size": "batch_size must be 1 to 50 (got {value}): ACR takes at most 50 artifacts per pipeline run",
+    ("batch_size",): "batch_size must be 1 to 50 (got {value}): ACR takes at most 50 artifacts per pipeline run",
+    ("select", "latest"): "latest must be 1 to 10000 (got {value}): how many of the most recently updated "
+    "matching tags to keep per repository; leave it out to keep every matching tag",
+}
+_CHOICES: dict[Loc, str] = {
+    ("skip",): "skip must be 'identical' (leave out what the target already holds, digest-equal) or 'none' "
+    "(send everything selected), not {value}",
 }
 
 Problem = Callable[[Loc, str], None]  # report a problem at a path of the merged route
@@ -155,8 +164,15 @@ def _route(
         route = TransferRoute.model_validate(merged)
     except ValidationError as e:
         for error in e.errors(include_url=False):
-            if error["type"] != "extra_forbidden":  # _unknown_keys reported it, with a suggestion
-                problem(tuple(error["loc"]), _pydantic_message(error))
+            if error["type"] == "extra_forbidden":  # _unknown_keys reported it, with a suggestion
+                continue
+            rules = error.get("ctx", {}).get("error")
+            if isinstance(rules, SelectionRuleError):  # each bad rule at the line of its own list item
+                for rule in rules.problems:
+                    at = () if rule.index is None else (rule.index,)
+                    problem((*error["loc"], *at), shown(rule.text, 300))
+                continue
+            problem(tuple(error["loc"]), _pydantic_message(error))
         return None
     _check_floors(route, problem)
     if limits.allowed_subscriptions is not None:
@@ -193,7 +209,7 @@ def _artifact_problems(artifacts: list[Any], limit: int) -> list[tuple[Loc, str]
 
 def _check_floors(route: TransferRoute, problem: Problem) -> None:
     if route.timeout_minutes < 1:
-        problem(("timeout_minutes",), _FLOORS["timeout_minutes"].format(value=route.timeout_minutes))
+        problem(("timeout_minutes",), _FLOORS[("timeout_minutes",)].format(value=route.timeout_minutes))
     try:  # render one name now, so a bad template fails at load and not in the middle of a transfer
         blob_name(route.blob_name_template, route=route.name, transfer_id="a1b2c3d4e5f6", batch=1)
     except (ConfigError, ValueError, IndexError, KeyError) as e:
@@ -251,8 +267,14 @@ def _pydantic_message(error: Any) -> str:
 
 def _reworded(error: Any) -> str:
     loc, kind_ = tuple(error["loc"]), error["type"]
-    if len(loc) == 1 and loc[0] in _FLOORS and kind_ in _BOUND_ERRORS:
-        return _FLOORS[str(loc[0])].format(value=show(error["input"]))
+    if loc in _FLOORS and kind_ in _BOUND_ERRORS:
+        return _FLOORS[loc].format(value=show(error["input"]))
+    if loc in _CHOICES and kind_ == "literal_error":
+        return _CHOICES[loc].format(value=show(error["input"]))
+    if loc == ("select",) and kind_ == "model_type":
+        return (
+            f"select must be a mapping of rules (repositories:, tags:, semver:, latest:, …), not {kind(error['input'])}"
+        )
     if kind_ == "missing":
         return f"required key '{loc[-1]}' is missing; add it here or under defaults"
     message = str(error["msg"]).removeprefix("Value error, ")

@@ -80,7 +80,7 @@ def test_120_artifacts_make_three_batches(standin: StandIn) -> None:
     import httpx
 
     ctx = ssl.create_default_context(cafile=standin.ca)
-    with httpx.Client(verify=ctx) as c:
+    with httpx.Client(verify=ctx, auth=standin.registry_admin("sourceregistry")) as c:
         accept = {"Accept": "application/vnd.oci.image.manifest.v1+json"}
         body = c.get(f"https://{src}/v2/{base.repo}/manifests/t0", headers=accept)
         for i in range(1, 120):

@@ -44,12 +44,16 @@ def wait_for(stack: Stack, run_id: str, timeout: float = 180) -> dict[str, Any]:
 def manifest_digest(stack: Stack, registry: str, repo: str, ref: str) -> str | None:
     topo = json.loads(Path(stack.env["ACR_TRANSFER_EMULATOR_TOPOLOGY"]).read_text())
     host = topo["registries"][registry]["login_server"]
+    admin = topo["registries"][registry]["admin"]  # the stand-in's registries ask for credentials
     ctx = ssl.create_default_context(cafile=stack.env["REQUESTS_CA_BUNDLE"])
     r = httpx.head(
         f"https://{host}/v2/{repo}/manifests/{ref}",
         verify=ctx,
+        auth=(admin["username"], admin["password"]),
         headers={"Accept": "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json"},
     )
+    if r.status_code not in (200, 404):  # a refused read must not pass as "both absent"
+        r.raise_for_status()
     return r.headers.get("Docker-Content-Digest") if r.status_code == 200 else None
 
 

@@ -77,3 +77,31 @@ def export_pipeline_with_secret(standin: StandIn, name: str, secret: str, sas: s
             ),
         ),
     ).result()
+
+
+def import_pipeline(standin: StandIn, name: str, options: list[str]) -> None:
+    """An import pipeline on targetregistry reading sourcestorage/transfer (the export container itself, with
+    targetvault's acrdirectsas), its source trigger off, with ``options`` (e.g. OverwriteTags)."""
+    from azure.mgmt.containerregistry.v2025_03_01_preview import models as m
+
+    uri = standin.topology["storage_accounts"]["sourcestorage"]["containers"]["transfer"]
+    vault = standin.topology["vaults"]["targetvault"]["url"]
+    arm().import_pipelines.begin_create(
+        RG,
+        "targetregistry",
+        name,
+        m.ImportPipeline(
+            identity=m.IdentityProperties(type="SystemAssigned"),
+            options=options,
+            source=m.ImportPipelineSourceProperties(
+                type="AzureStorageBlobContainer", uri=uri, key_vault_uri=f"{vault}/secrets/acrdirectsas"
+            ),
+            trigger=m.PipelineTriggerProperties(source_trigger=m.PipelineSourceTriggerProperties(status="Disabled")),
+        ),
+    ).result()
+
+
+def exported_artifacts(run_name: str) -> list[str]:
+    """The artifacts an export run on sourceregistry was asked for, as ARM shows the run."""
+    run = arm().pipeline_runs.get(RG, "sourceregistry", run_name)
+    return list(run.request.artifacts or [])

@@ -1,4 +1,10 @@
-"""Small generated images pushed into a stand-in registry with oras (the oras-py client)."""
+"""Small generated images pushed into a stand-in registry with oras (the oras-py client).
+
+The stand-in's registries ask for ACR's tokens, so these clients log in as the registry's admin user (its
+password is in the stand-in's ``topology.json``, named by ``ACR_TRANSFER_EMULATOR_TOPOLOGY``): oras-py answers
+each 401 challenge with a ``GET /oauth2/token`` under basic auth, and ``manifest_digest`` sends basic auth
+directly, as real ACR allows for its admin user.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,9 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import oras.auth
 import oras.client
 import oras.container
 
@@ -37,11 +45,46 @@ class Pushed:
         return f"{self.repo}@{self.digest}"
 
 
+def admin_credentials(login_server: str) -> tuple[str, str]:
+    """The admin user name and password of the stand-in registry at ``login_server`` (never print them).
+
+    Raises:
+        LookupError: no registry of the stand-in named by ``ACR_TRANSFER_EMULATOR_TOPOLOGY`` has that login server.
+    """
+    described = os.environ.get("ACR_TRANSFER_EMULATOR_TOPOLOGY")
+    registries = json.loads(Path(described).read_text())["registries"] if described else {}
+    for registry in registries.values():
+        if registry["login_server"] == login_server:
+            return registry["admin"]["username"], registry["admin"]["password"]
+    raise LookupError(f"no stand-in registry at {login_server} in ACR_TRANSFER_EMULATOR_TOPOLOGY={described!r}")
+
+
+class ChallengeTokenAuth(oras.auth.TokenAuth):
+    """oras-py's token auth, asking for a new token at every 401 challenge.
+
+    oras-py 0.2 keeps one bearer token per client and, when a request gets a 401, sends that token again; a
+    registry that scopes tokens per repository and action (ACR) then refuses the ``POST`` of an upload that
+    follows a ``HEAD`` of the blob (a pull token). Dropping the token makes oras ask for the challenge's scope.
+    """
+
+    def authenticate_request(self, original: Any, headers: dict[str, Any], refresh: bool = False) -> Any:
+        return super().authenticate_request(original, headers, refresh=True)
+
+
+oras.auth.auth_backends.setdefault("challenge-token", ChallengeTokenAuth)
+
+
 def client(login_server: str) -> oras.client.OrasClient:
-    """An oras client for ``127.0.0.1:PORT`` over TLS, trusting the stand-in's CA (``REQUESTS_CA_BUNDLE``)."""
-    return oras.client.OrasClient(
-        hostname=login_server, insecure=False, tls_verify=os.environ.get("REQUESTS_CA_BUNDLE", True)
+    """An oras client for ``127.0.0.1:PORT`` over TLS, trusting the stand-in's CA (``REQUESTS_CA_BUNDLE``),
+    logged in as the registry's admin user."""
+    c = oras.client.OrasClient(
+        hostname=login_server,
+        insecure=False,
+        tls_verify=os.environ.get("REQUESTS_CA_BUNDLE", True),
+        auth_backend="challenge-token",
     )
+    c.auth.set_basic_auth(*admin_credentials(login_server))
+    return c
 
 
 def push_file_artifact(login_server: str, repo: str, tag: str, payload: bytes) -> Pushed:
@@ -130,6 +173,7 @@ def manifest_digest(login_server: str, repo: str, ref: str, ca: str) -> tuple[st
     r = httpx.get(
         f"https://{login_server}/v2/{repo}/manifests/{ref}",
         headers={"Accept": accept},
+        auth=admin_credentials(login_server),
         verify=ssl.create_default_context(cafile=ca),
     )
     r.raise_for_status()

@@ -79,6 +79,43 @@ class StandIn:
         with self.http() as c:
             c.delete(f"{self.control}/requests").raise_for_status()
 
+    def registry_admin(self, registry: str) -> tuple[str, str]:
+        """The admin user name and password of ``registry`` (basic auth on its data plane; never print them)."""
+        admin = self.topology["registries"][registry]["admin"]
+        return str(admin["username"]), str(admin["password"])
+
+    def token_lifetimes(self) -> dict[str, float]:
+        """Seconds the registries' access, refresh and anonymous tokens live, as issued from now on."""
+        with self.http() as c:
+            return dict(c.get(f"{self.control}/registry-tokens").json())
+
+    def set_token_lifetimes(
+        self,
+        access_seconds: float | None = None,
+        refresh_seconds: float | None = None,
+        anonymous_seconds: float | None = None,
+    ) -> dict[str, float]:
+        """Change the lifetimes of registry tokens issued from now on; returns the ones in force before, to
+        restore with ``set_token_lifetimes(**before)``."""
+        before = self.token_lifetimes()
+        wanted = {
+            "access_seconds": access_seconds,
+            "refresh_seconds": refresh_seconds,
+            "anonymous_seconds": anonymous_seconds,
+        }
+        body = {k: v for k, v in wanted.items() if v is not None}
+        with self.http() as c:
+            c.post(f"{self.control}/registry-tokens", json=body).raise_for_status()
+        return before
+
+    def anonymous_pull(self, registry: str, enabled: bool | None = None) -> bool:
+        """Whether ``registry`` hands out anonymous pull tokens; switches it first when ``enabled`` is given."""
+        url = f"{self.control}/registries/{registry}/anonymous-pull"
+        with self.http() as c:
+            r = c.get(url) if enabled is None else c.post(url, json={"enabled": enabled})
+            r.raise_for_status()
+            return bool(r.json()["enabled"])
+
     def storage_key(self, account: str) -> str:
         return str(json.loads((self.state_dir / "storage-keys.json").read_text())[account])
 
