@@ -40,7 +40,7 @@ from tasks.pushes import collect_pushes
 
 LOCK_WAIT_SECONDS = 60
 PUSH_WINDOW_SECONDS = 30.0  # export-on-push's trigger `within` (prefect.yaml)
-PUSH_GRACE_SECONDS = 3.0  # events reach the Prefect server a moment after they occurred
+PUSH_GRACE_SECONDS = 6.0  # Prefect stores events in batches (its event persister flushes every 5 s)
 
 
 def route_limits() -> RouteLimits:
