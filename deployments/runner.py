@@ -129,7 +129,7 @@ def _checks(request: TransferRequest) -> PreflightReport:
         raise outcome
     if isinstance(outcome, BaseException):
         raise AcrTransferError(f"preflight could not run: {_why(outcome)}")
-    return cast(PreflightReport, outcome)
+    return cast("PreflightReport", outcome)
 
 
 def _log_line(out: Output, log: Path | None) -> None:

@@ -73,7 +73,7 @@ def _list_source(
         why = selection.repository_excluded(rules, repo)
         if why is None:
             repos.append(repo)
-        else:
+        elif why.startswith("exclude_"):  # the rest of the registry is simply not this route's
             excluded.append((repo, why))
     listed = dict(zip(repos, _parallel(lambda repo: listing.tags(login, repo), repos), strict=True))
     chosen = selection.select(rules, listed)

@@ -278,3 +278,39 @@ def test_an_artifact_with_a_layer_over_8_gb_fails_preflight_and_nothing_is_creat
     assert f"{prefix}/model:v2: layer {doc['layers'][0]['digest']} is 8.4 GiB" in message
     assert big
     assert arm_puts(standin) == []
+
+
+def test_dry_run_lists_what_would_be_sent_and_skipped_at_80_columns(
+    standin: StandIn, tmp_path: Path, overwriting_import: str
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from prefect.settings import PREFECT_API_URL
+
+    prefix = f"plan{uuid.uuid4().hex[:6]}"
+    pushed = seed(standin, prefix)
+    dst = RawRegistry.of(standin, "targetregistry")
+    same = pushed["lib:v1"]  # already in the target: identical
+    dst.push_image(same.repo, same.tag, [f"{prefix}/lib:v1".encode()])
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(routes_text("planned", prefix))
+    standin.clear_requests()
+    env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value()), "COLUMNS": "80"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "deployments", "run", "--route", "planned", "--routes", str(routes), "--dry-run"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80, proc.stdout
+    assert "3 changed, 1 identical, 1 excluded" in proc.stdout.replace("\n", " "), proc.stdout
+    for ref in ("app:v1", "app:v2", "app:v3"):
+        assert any(f"{prefix}/{ref}" in line and "send" in line and "new" in line for line in lines), proc.stdout
+    assert any(f"{prefix}/lib:v1" in line and "identical in target" in line for line in lines), proc.stdout
+    assert any(f"{prefix}/lib:v1-rc1" in line and "skip" in line for line in lines), proc.stdout
+    assert arm_puts(standin) == []  # a dry run creates nothing
