@@ -545,6 +545,8 @@ class RegistryStore:
             if not revision.is_file():
                 _atomic_write(created / "revisions" / digest.removeprefix("sha256:"), str(now).encode())
             _atomic_write(revision, media_type.encode(), mtime_ns=now)
+            if links.subject:  # the referrers index: one empty file per referrer, under its subject
+                _write_once(self._subjects_dir(repo, links.subject) / digest.removeprefix("sha256:"), now)
             if not is_digest:
                 tag_path = self._manifests_dir(repo) / "tags" / reference
                 if not tag_path.is_file():
@@ -719,11 +721,15 @@ class RegistryStore:
         (self._manifests_dir(repo) / "tags" / tag).unlink(missing_ok=True)
         (self._manifests_dir(repo) / "created" / "tags" / tag).unlink(missing_ok=True)
 
+    def _subjects_dir(self, repo: str, subject: str) -> Path:
+        return self._manifests_dir(repo) / "subjects" / subject.removeprefix("sha256:")
+
     def referrers(self, repo: str, digest: str) -> list[dict[str, Any]]:
-        """Descriptors of the manifests in ``repo`` whose ``subject`` is ``digest`` (OCI 1.1 referrers)."""
-        revisions = self._manifests_dir(repo) / "revisions" / "sha256"
+        """Descriptors of the manifests in ``repo`` whose ``subject`` is ``digest`` (OCI 1.1 referrers), read from
+        the index ``put_manifest`` keeps per subject (a deleted referrer's entry is skipped)."""
+        index = self._subjects_dir(repo, digest)
         found = []
-        for path in sorted(revisions.glob("[0-9a-f]*")) if revisions.is_dir() else []:
+        for path in sorted(index.glob("[0-9a-f]*")) if index.is_dir() else []:
             manifest = self.get_manifest(repo, "sha256:" + path.name)
             if manifest is None:
                 continue
