@@ -233,6 +233,12 @@ def _held(
     return None
 
 
+def unchanged(tag: ListedTag, target_tags: TargetTags | None, ledger: Ledger | None) -> bool:
+    """Whether the other side already holds this tag at this digest (the target's tag, else the ledger)."""
+    held = _held(tag.repo, tag.tag, tag.digest, target_tags, ledger)
+    return held is not None and held[0]
+
+
 def _referrer(
     subject: ListedTag,
     referrer: Referrer,

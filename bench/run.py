@@ -1,9 +1,15 @@
 """``make bench``: how fast the flows notice a finished run, how few ARM reads they spend, how many transfers
-one worker carries, and how many blob bytes pass through it — measured on the local stand-in.
+one worker carries, how many blob bytes pass through it, and what a ``select:`` route costs to plan and saves
+to send (``bench/sync_bench.py``) — measured on the local stand-in.
 
 Writes ``bench/results.json``, ``bench/results.md`` and ``bench/plot.png``. Targets are reported, never
 asserted. Run durations come from the stand-in (``--run-seconds``); the Prefect API is a real
 ``prefect server start``; the flows run in this process, which plays the one worker.
+
+``BENCH_SCENARIOS`` picks a subset (comma-separated): ``single``, ``concurrency``, ``bridge``, ``select``
+(selection over 10,000 tags), ``diff`` (a sync with 1 % changed vs everything re-sent), or the groups
+``transfer`` (the first three), ``sync`` (the last two) and ``all`` (the default). A subset run keeps the
+sections of ``results.json`` it did not run, so ``results.md`` still shows the last figures of each.
 """
 
 from __future__ import annotations
@@ -22,10 +28,28 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(1, str(Path(__file__).resolve().parent))  # bench/sync_bench.py
 OUT = ROOT / "bench"
 RUN_SECONDS = float(os.environ.get("BENCH_RUN_SECONDS", "10"))
 LEVELS = [int(x) for x in os.environ.get("BENCH_LEVELS", "1,10,50,100").split(",")]
 BRIDGE_BYTES = int(os.environ.get("BENCH_BRIDGE_BYTES", str(1024**3)))
+SCENARIOS = ("single", "concurrency", "bridge", "select", "diff")
+GROUPS = {"all": SCENARIOS, "transfer": ("single", "concurrency", "bridge"), "sync": ("select", "diff")}
+
+
+def chosen_scenarios(text: str) -> set[str]:
+    """The scenarios ``BENCH_SCENARIOS`` names (scenario or group names, comma-separated; empty: all)."""
+    chosen: set[str] = set()
+    for word in (w.strip().lower() for w in text.split(",")):
+        if not word:
+            continue
+        if word in GROUPS:
+            chosen.update(GROUPS[word])
+        elif word in SCENARIOS:
+            chosen.add(word)
+        else:
+            raise SystemExit(f"BENCH_SCENARIOS: unknown scenario {word!r}; use {', '.join([*SCENARIOS, *GROUPS])}")
+    return chosen or set(SCENARIOS)
 
 
 def start_environment(home: Path) -> Any:
@@ -336,21 +360,36 @@ def _rchar() -> int:
     return 0
 
 
+def merged_results(results: dict[str, Any]) -> dict[str, Any]:
+    """``results`` over the sections of the previous ``results.json`` it does not hold (a subset run)."""
+    path = OUT / "results.json"
+    try:
+        previous = json.loads(path.read_text()) if path.exists() else {}
+    except ValueError:
+        previous = {}
+    return {**(previous if isinstance(previous, dict) else {}), **results}
+
+
 def write_outputs(results: dict[str, Any]) -> None:
+    """Write results.json (merged with the previous run's sections this run lacks), results.md (a row group
+    per section present) and plot.png (when this run measured concurrency)."""
+    import sync_bench
+
     OUT.mkdir(exist_ok=True)
-    (OUT / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    one, levels, bridge = results["single_transfer"], results["concurrency"], results["bridge"]
-    base = one["baseline_detection_latency_seconds"]
-    md = [
-        "| scenario | figure | value | target |",
-        "|---|---|---|---|",
-        f"| one transfer | end-to-end (s) | {one['end_to_end_seconds']} | ideal {one['ideal_seconds']} + ≤ 2 |",
-        f"| one transfer | baseline `begin_create().result()` (s) | {one['baseline_end_to_end_seconds']} | — |",
-        f"| one transfer | detection latency export / import (s) | {one['detection_latency_seconds']['export']} / "
-        f"{one['detection_latency_seconds']['import']} | ≤ 1.5 |",
-        f"| one transfer | baseline detection export / import (s) | {base['export']} / {base['import']} | — |",
-        f"| one transfer | detection speed-up over baseline | {one['detection_speedup']}× | ≥ 10× |",
-    ]
+    merged = merged_results(results)
+    (OUT / "results.json").write_text(json.dumps(merged, indent=2) + "\n")
+    md = ["| scenario | figure | value | target |", "|---|---|---|---|"]
+    one, levels, bridge = merged.get("single_transfer"), merged.get("concurrency") or [], merged.get("bridge")
+    if one:
+        base = one["baseline_detection_latency_seconds"]
+        md += [
+            f"| one transfer | end-to-end (s) | {one['end_to_end_seconds']} | ideal {one['ideal_seconds']} + ≤ 2 |",
+            f"| one transfer | baseline `begin_create().result()` (s) | {one['baseline_end_to_end_seconds']} | — |",
+            f"| one transfer | detection latency export / import (s) | {one['detection_latency_seconds']['export']} / "
+            f"{one['detection_latency_seconds']['import']} | ≤ 1.5 |",
+            f"| one transfer | baseline detection export / import (s) | {base['export']} / {base['import']} | — |",
+            f"| one transfer | detection speed-up over baseline | {one['detection_speedup']}× | ≥ 10× |",
+        ]
     for lvl in levels:
         n = lvl["transfers"]
         md.append(
@@ -364,12 +403,15 @@ def write_outputs(results: dict[str, Any]) -> None:
             f"| {n} simultaneous | worker CPU s, peak RSS MiB | {lvl['worker_cpu_seconds']}, "
             f"{lvl['worker_peak_rss_mib']} | RSS < 1024 at 100 |"
         )
-    md.append(
-        f"| bridge {bridge['blob_bytes'] // 1024**2} MiB | bytes through the worker | "
-        f"{bridge['bytes_through_worker']} | 0 blob bytes |"
-    )
+    if bridge:
+        md.append(
+            f"| bridge {bridge['blob_bytes'] // 1024**2} MiB | bytes through the worker | "
+            f"{bridge['bytes_through_worker']} | 0 blob bytes |"
+        )
+    md += sync_bench.markdown_rows(merged)
     (OUT / "results.md").write_text("\n".join(md) + "\n")
-    plot(levels)
+    if results.get("concurrency"):
+        plot(results["concurrency"])
 
 
 def plot(levels: list[dict[str, Any]]) -> None:
@@ -400,23 +442,38 @@ def plot(levels: list[dict[str, Any]]) -> None:
 
 
 def main() -> int:
+    import sync_bench
+
+    wanted = chosen_scenarios(os.environ.get("BENCH_SCENARIOS", "all"))
+    print(f"▶ scenarios: {', '.join(s for s in SCENARIOS if s in wanted)}", flush=True)
     home = Path(tempfile.mkdtemp(prefix="acr-transfer-bench-"))
     stack = start_environment(home)
     try:
         os.environ["TARGET_VAULT_URL"] = stack.env["TARGET_VAULT_URL"]
-        from deployments.demo import push_demo_images
+        results: dict[str, Any] = {}
+        if wanted & {"single", "concurrency"}:
+            from deployments.demo import push_demo_images
 
-        push_demo_images(stack.env)
+            push_demo_images(stack.env)
+            results["run_seconds"] = RUN_SECONDS
         detections = Detections()
-        results: dict[str, Any] = {"run_seconds": RUN_SECONDS}
-        print("▶ one transfer (ours, baseline, ideal)", flush=True)
-        results["single_transfer"] = scenario_one(stack, detections)
-        results["concurrency"] = []
-        for count in LEVELS:
-            print(f"▶ {count} simultaneous transfers", flush=True)
-            results["concurrency"].append(scenario_concurrency(stack, detections, count, home))
-        print("▶ bridge", flush=True)
-        results["bridge"] = scenario_bridge(stack)
+        if "single" in wanted:
+            print("▶ one transfer (ours, baseline, ideal)", flush=True)
+            results["single_transfer"] = scenario_one(stack, detections)
+        if "concurrency" in wanted:
+            results["concurrency"] = []
+            for count in LEVELS:
+                print(f"▶ {count} simultaneous transfers", flush=True)
+                results["concurrency"].append(scenario_concurrency(stack, detections, count, home))
+        if "bridge" in wanted:
+            print("▶ bridge", flush=True)
+            results["bridge"] = scenario_bridge(stack)
+        if "select" in wanted:
+            print(f"▶ sync: selection over {sync_bench.SELECT_TAGS:,} tags", flush=True)
+            results["sync_selection"] = {"run_seconds": RUN_SECONDS, **sync_bench.scenario_select(stack)}
+        if "diff" in wanted:
+            print(f"▶ sync: {sync_bench.DIFF_CHANGED} of {sync_bench.DIFF_TAGS:,} tags changed vs full", flush=True)
+            results["sync_diff"] = {"run_seconds": RUN_SECONDS, **sync_bench.scenario_diff(stack, home)}
         write_outputs(results)
         print((OUT / "results.md").read_text())
     finally:

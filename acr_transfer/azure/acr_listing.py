@@ -115,6 +115,46 @@ class RegistryListing:
                 found.setdefault(tag.tag, tag)
         return list(found.values())
 
+    def manifests(self, login_server: str, repo: str) -> dict[str, list[str]]:
+        """Every manifest of ``repo`` by digest, with its tags (none: untagged — a referrer pushed by digest, a
+        child of an index, an image whose tag moved on); ``{}`` when the repository does not exist
+        (``/acr/v1/{repo}/_manifests``, every page).
+
+        Raises:
+            AuthError, RequestRejectedError, TransientError, PermanentError: as in the module docstring.
+        """
+        found: dict[str, list[str]] = {}
+        path = f"/acr/v1/{_path(repo)}/_manifests"
+        for body in self._pages("manifests", login_server, path, repo, f"list the manifests of repository {repo}"):
+            for entry in list_field(body, "manifests", login_server):
+                if isinstance(entry, dict) and isinstance(entry.get("digest"), str):
+                    tags = entry.get("tags")
+                    found[entry["digest"]] = [str(t) for t in tags] if isinstance(tags, list) else []
+        return found
+
+    def referrer(self, login_server: str, repo: str, digest: str) -> Referrer | None:
+        """The manifest ``repo@digest`` as a referrer of its ``subject``; None when it has no subject (or is gone).
+
+        Raises:
+            VerificationError, AuthError, RequestRejectedError, TransientError, PermanentError: as for
+                :meth:`size`.
+        """
+        manifest = self._manifest(login_server, repo, digest)
+        subject = manifest.doc.get("subject") if manifest is not None else None
+        if manifest is None or not isinstance(subject, dict) or not isinstance(subject.get("digest"), str):
+            return None
+        if manifest.artifact_type == STREAMING_ARTIFACT:
+            return None
+        return Referrer(
+            repo=repo,
+            digest=manifest.digest,
+            subject=subject["digest"],
+            artifact_type=manifest.artifact_type,
+            media_type=manifest.media_type,
+            size=manifest.size,
+            via="manifest",
+        )
+
     # -- referrers ---------------------------------------------------------------------------------------
 
     def referrers(

@@ -84,6 +84,10 @@ def referrer_digests(standin: StandIn, registry: str, repo: str, subject: str) -
     return {m["digest"] for m in r.json()["manifests"]}
 
 
+def referrer_calls(standin: StandIn) -> list[str]:
+    return [r["path"] for r in standin.requests("registry") if "/referrers/" in r["path"]]
+
+
 def seed(standin: StandIn, prefix: str) -> dict[str, Pushed]:
     src = RawRegistry.of(standin)
     pushed = {}
@@ -120,6 +124,8 @@ def test_a_second_sync_sends_nothing_and_a_third_exactly_what_changed(
     assert second.status == "succeeded"
     assert "0 changed, 4 identical" in second.message
     assert exports(standin) == [] and arm_puts(standin) == []  # no pipeline run at all
+    # nothing changed: the referrers API (throttled by ACR) is not asked about unchanged images
+    assert referrer_calls(standin) == []
 
     # three new tags, one moved tag, and a signature and an SBOM attached to an unchanged image
     src = RawRegistry.of(standin)
@@ -140,6 +146,9 @@ def test_a_second_sync_sends_nothing_and_a_third_exactly_what_changed(
         f"{subject.repo}@{sbom}",
     }
     assert len(exports(standin)) == 1  # the referrers share their subject's batch: one run
+    # the referrers API was asked about the four images sent; the unchanged one's new referrers came from
+    # the manifest listings
+    assert len(referrer_calls(standin)) == 4
     for image in [*new, moved]:
         assert target_digest(standin, image.repo, image.tag) == image.digest
     assert referrer_digests(standin, "targetregistry", subject.repo, subject.digest) == {signature, sbom}
