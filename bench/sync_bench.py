@@ -5,8 +5,10 @@
    product's own client (``RegistryListing`` over ``RegistryDataPlane``: HTTPS and ACR's token flow) the way
    ``plan-sync`` lists them (``tasks.sync.WORKERS`` threads), and a realistic rule is applied
    (``selection.select``). Then the referrers of a sample of the selected subjects are looked up, to show the
-   per-subject cost: one ``/v2/<repo>/referrers/<digest>`` per distinct selected digest, plus one more per
-   referrer found (the walk asks for the referrers' referrers).
+   per-subject cost of a subject that is sent: one ``/v2/<repo>/referrers/<digest>`` per distinct selected
+   digest, plus one more per referrer found (the walk asks for the referrers' referrers). Subjects the other
+   side already holds are not looked up one by one: ``plan-sync`` pages through each repository's manifests
+   (``/acr/v1/<repo>/_manifests``) instead, which is timed here too.
 2. **A sync with 1 % changed vs everything re-sent** (``scenario_diff``): a route selecting ``DIFF_TAGS`` tags
    (batches of 50) on sourceregistry → targetregistry, through an import pipeline with ``OverwriteTags``. A
    first sync brings the target in sync; then ``DIFF_CHANGED`` tags are re-pushed with new content and the
@@ -194,6 +196,8 @@ def registry_requests(log: list[dict[str, Any]], registry_port: str | None = Non
             kind = "GET catalog"
         elif "/_tags" in path:
             kind = "GET acr tags"
+        elif "/_manifests" in path:
+            kind = "GET acr manifests"
         elif "/referrers/" in path:
             kind = "GET referrers"
         elif "/manifests/" in path:
@@ -253,6 +257,7 @@ def scenario_select(stack: Any) -> dict[str, Any]:
         for repo, digest in sample[:50]:
             listing.referrers(login, repo, digest, tags=listed.get(repo, []))
         one_ms = (time.perf_counter() - one_started) / max(1, len(sample[:50])) * 1000
+        manifests = _manifest_listing(stack, listing, plane, login, repos)
     finally:
         plane.http.close()
     tags_listed = sum(len(v) for v in listed.values())
@@ -283,10 +288,32 @@ def scenario_select(stack: Any) -> dict[str, Any]:
             "listing_requests": ref_counts,
             "data_plane_requests": ref_plane,
             "server_requests": ref_log,
-            "note": "one referrers request per distinct selected digest, plus one per referrer found (the walk "
-            "asks for the referrers of each referrer); the stand-in scans every manifest of the repository "
-            "per lookup, so its per-subject time grows with the repository",
+            "note": "a sent subject costs one referrers request per distinct selected digest, plus one per "
+            "referrer found (the walk asks for the referrers of each referrer)",
         },
+        "manifest_listing": manifests,
+    }
+
+
+def _manifest_listing(stack: Any, listing: Any, plane: Any, login: str, repos: list[str]) -> dict[str, Any]:
+    """What plan-sync spends on the referrers of unchanged subjects: every selected repository's manifests,
+    paged (``/acr/v1/<repo>/_manifests``), on one side (the other side's listing costs as much again)."""
+    from tasks.sync import WORKERS
+
+    _control(stack, "DELETE", "/requests")
+    before_list, before_plane = Counter(listing.counts), Counter(plane.counts)
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+        found = list(pool.map(lambda repo: listing.manifests(login, repo), repos))
+    seconds = time.perf_counter() - started
+    return {
+        "repositories": len(repos),
+        "manifests": sum(len(f) for f in found),
+        "untagged": sum(1 for f in found for tags in f.values() if not tags),
+        "seconds": round(seconds, 3),
+        "listing_requests": dict(Counter(listing.counts) - before_list),
+        "data_plane_requests": dict(Counter(plane.counts) - before_plane),
+        "server_requests": registry_requests(_control(stack, "GET", "/requests")),
     }
 
 
@@ -461,6 +488,13 @@ def markdown_rows(results: dict[str, Any]) -> list[str]:
             f"| {name} | referrers requests ({ref['referrers_found']} found) | {_kinds(ref['listing_requests'])} "
             "| 1 per selected digest (+1 per referrer found) |",
         ]
+        man = sel.get("manifest_listing")
+        if man:
+            md.append(
+                f"| {name} | manifest listing of {man['repositories']} repositories ({man['manifests']} manifests, "
+                f"{man['untagged']} untagged): s, requests | {man['seconds']}, {_kinds(man['listing_requests'])} "
+                "| — |"
+            )
     diff = results.get("sync_diff")
     if diff:
         name = f"sync {diff['seeded']['tags']:,} tags"
@@ -473,6 +507,10 @@ def markdown_rows(results: dict[str, Any]) -> list[str]:
             md.append(
                 f"| {name}, {label} | runs, bytes exported, wall time (s) | {run['runs_created']}, "
                 f"{run.get('bytes_exported', '—')}, {run['seconds']} | — |"
+            )
+            md.append(
+                f"| {name}, {label} | plan; registry requests (stand-in's count) | {run.get('plan', '—')}; "
+                f"{_kinds(run['server_registry_requests'])} | — |"
             )
         if diff.get("bytes_saved_factor"):
             md.append(f"| {name} | bytes full / 1 % changed | {diff['bytes_saved_factor']}× | — |")
