@@ -54,8 +54,12 @@ def chosen_scenarios(text: str) -> set[str]:
 
 def start_environment(home: Path) -> Any:
     """A real Prefect server and the stand-in; this process's environment points at both."""
+    from deployments import stack as stack_module
     from deployments.stack import Stack
 
+    # a free port, not 4200: on a shared machine another server may take 4200 between Stack's check and its
+    # bind, and the health check would then pass against that other server
+    stack_module.PREFECT_PORT = stack_module.free_port()
     stack = Stack(home)
     stack.start_prefect()
     stack.start_standin("--run-seconds", str(RUN_SECONDS))

@@ -212,8 +212,14 @@ def test_push_burst_exports_once_then_blob_created_imports(stack: Stack) -> None
     assert len(runs) == 1 and runs[0]["parameters"]["blob"] == blob
     imported = wait_for(stack, runs[0]["id"])
     assert imported["state_type"] == "COMPLETED", imported["state"]
-    assert manifest_digest(stack, "targetregistry", "demo/world", "v1") == manifest_digest(
-        stack, "sourceregistry", "demo/world", "v1"
+    # the burst pushed demo/hello v0-v4: of the route's list (demo/hello:v1, demo/world:v1) only the pushed one
+    # was exported, and it arrived
+    with prefect_rest.api(stack.env["PREFECT_API_URL"]) as c:
+        tables = c.post("/artifacts/filter", json={"artifacts": {"key": {"any_": ["export-airgap-out"]}}}).json()
+    rows = [row for t in tables for row in (json.loads(t["data"]) if isinstance(t["data"], str) else t["data"])]
+    assert [row["artifacts"] for row in rows] == ["demo/hello:v1"]
+    assert manifest_digest(stack, "targetregistry", "demo/hello", "v1") == manifest_digest(
+        stack, "sourceregistry", "demo/hello", "v1"
     )
 
 
