@@ -125,9 +125,9 @@ def export_route(
         route: Route name in routes.yaml (its source side is used).
         artifacts: Export these instead of the route's artifacts.
         routes_file: Routes file; default $ACR_TRANSFER_ROUTES, else routes.yaml in the working directory.
-        pushed_since: When the burst's first push happened (the trigger passes ``{{ event.occurred.isoformat() }}``): export the
-            tags pushed to the source registry from then until ``window_seconds`` later, as the route selects
-            them; empty: the route's artifacts (or its whole selection).
+        pushed_since: When the burst's first push happened (the trigger passes
+            ``{{ event.occurred.isoformat() }}``): export the tags pushed to the source registry from then until
+            ``window_seconds`` later, as the route selects them; empty: the route's artifacts (or its selection).
         window_seconds: How long a burst lasts: the trigger's ``within``.
         full: Send everything, even what the export ledger says was exported already.
     """
