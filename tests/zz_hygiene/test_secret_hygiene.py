@@ -1,13 +1,14 @@
-"""Runs after every other test (this folder sorts last): no SAS signature and no storage account key appears in
-anything the suite's runs left behind — what the Prefect server stored (logs, flow-run parameters, flow and
-task state messages with their exceptions, artifacts, events), every test's captured stdout, stderr, logs and
-failure text, and the output of the processes the crash tests killed."""
+"""Runs after every other test (this folder sorts last): no SAS signature, storage account key, registry admin
+password or bearer token appears in anything the suite's runs left behind — what the Prefect server stored (logs,
+flow-run parameters, flow and task state messages with their exceptions, artifacts, events), every test's captured
+stdout, stderr, logs and failure text, and the output of the processes the crash tests killed."""
 
 from __future__ import annotations
 
 import base64
 import contextlib
 import json
+import re
 import urllib.parse
 from pathlib import Path
 
@@ -38,7 +39,13 @@ def _secrets(standin: StandIn) -> dict[str, str]:
                         found[f"sig of {vault}/{props.name}"] = part[4:]
     for account in ("sourcestorage", "targetstorage"):
         found[f"account key of {account}"] = standin.storage_key(account)
+    for registry in ("sourceregistry", "targetregistry"):
+        found[f"admin password of {registry}"] = standin.registry_admin(registry)[1]
     return found
+
+
+# a bearer token of any kind (Entra, ACR refresh or access token) is a JWT: header.payload.signature
+JWT = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{16,}")
 
 
 def _forms(secret: str) -> set[str]:
@@ -82,4 +89,5 @@ def test_no_secret_is_left_anywhere(standin: StandIn, tmp_path_factory: pytest.T
         for where, text in haystacks.items()
         if any(form in text for form in _forms(secret))
     ]
+    leaks += [f"a bearer token (JWT) in {where}" for where, text in haystacks.items() if JWT.search(text)]
     assert leaks == []  # names only: never print the secret itself
