@@ -22,6 +22,7 @@ from acr_transfer.errors import AcrTransferError, NotFoundError, PermanentError,
 from acr_transfer.ports import Blobs, PipelineRuns, Secrets
 from acr_transfer.refs import ArtifactRef
 from acr_transfer.sas import SasToken, sas_problems
+from acr_transfer.sync import SendReason
 
 
 @dataclass(frozen=True)
@@ -239,6 +240,32 @@ def check_artifacts(
     return [Check(f"artifacts in {src}", True, detail)]
 
 
+def check_planned(ctx: TransferContext) -> list[Check]:
+    """A sync's artifacts, from its plan alone: the listing proved they exist in the source (at the digests the
+    plan records), and the target's tags were compared, so no registry is read again. A tag the target holds at
+    other content (``changed``) needs OverwriteTags on the import pipeline, or the import would fail on it."""
+    plan = ctx.sync
+    assert plan is not None
+    src = ctx.source.name
+    if ctx.has_target and "OverwriteTags" not in ctx.imp.options:
+        moved = [e for e in plan.send if e.why is SendReason.CHANGED]
+        if moved:
+            named = [
+                Check(
+                    f"artifact '{e.reference}'",
+                    False,
+                    f"tag already points at other content in target registry {ctx.target.name} (source has "
+                    f"{e.digest}) and import pipeline '{ctx.imp.name}' lacks OverwriteTags",
+                    "enable OverwriteTags on the import pipeline, or exclude the tag from the route's select:",
+                )
+                for e in moved[:MAX_NAMED]
+            ]
+            if len(moved) > MAX_NAMED:
+                named.append(Check(f"{len(moved) - MAX_NAMED} more artifacts", False, "in tag conflict"))
+            return named
+    return [Check(f"artifacts in {src}", True, f"{len(plan.send)} planned from the listing: {plan.summary()}")]
+
+
 def failures(checks: list[Check]) -> list[Check]:
     return [c for c in checks if not c.ok]
 
@@ -250,5 +277,6 @@ __all__ = [
     "check_export_side",
     "check_import_side",
     "check_pipeline",
+    "check_planned",
     "failures",
 ]

@@ -9,6 +9,7 @@ from acr_transfer.azure.registry import PipelineFacts, RegistryAddress
 from acr_transfer.context import TransferContext
 from acr_transfer.preflight import Check
 from acr_transfer.settings import get_settings
+from acr_transfer.sync import SendReason
 from tasks import clients
 from tasks.retry import step_options
 
@@ -45,6 +46,11 @@ def check_artifacts(ctx: TransferContext) -> list[Check]:
     """Every artifact exists in the source; no tag conflict in the target unless OverwriteTags."""
     if not get_settings().verify_digests:
         return [Check("artifacts", True, "not checked (ACR_TRANSFER_VERIFY_DIGESTS is off)")]
+    if ctx.sync is not None and all(e.why is not SendReason.LISTED for e in ctx.sync.send):
+        checks = preflight.check_planned(ctx)  # the listing read every digest already: no request per artifact
+        for c in checks:
+            get_run_logger().info("%s", c.line)
+        return checks
     plane = clients.shared().data_plane
     source = clients.shared().login_server(ctx.source)
     target = clients.shared().login_server(ctx.target) if ctx.has_target else None

@@ -485,3 +485,30 @@ def test_check_artifacts_exactly_20_problems_are_all_named() -> None:
     refs = [f"app{i:02d}:v1" for i in range(20)]
     checks = preflight.check_artifacts(make_ctx(artifacts=refs), reader({}), reader({}))
     assert [c.name for c in checks] == [f"artifact '{r}'" for r in refs]
+
+
+@pytest.mark.parametrize(
+    ("options", "ok"), [pytest.param((), False, id="moved-tag-needs-overwrite"), pytest.param(("OverwriteTags",), True)]
+)
+def test_check_planned_reads_nothing_and_names_a_moved_tag(options: tuple[str, ...], ok: bool) -> None:
+    from dataclasses import replace
+
+    from acr_transfer.sync import PlanEntry, SendReason, SyncPlan
+
+    plan = SyncPlan(
+        route="demo",
+        transfer_id="abc123def456",
+        created=datetime.now(UTC),
+        send=[
+            PlanEntry(reference="demo/hello:v1", digest=DIGEST_A, why=SendReason.CHANGED),
+            PlanEntry(reference="demo/world:v1", digest=DIGEST_B, why=SendReason.NEW),
+        ],
+    )
+    ctx = replace(make_ctx(import_options=options), sync=plan)
+    checks = preflight.check_planned(ctx)
+    assert [c.ok for c in checks] == [ok]
+    if ok:
+        assert checks[0].detail == "2 planned from the listing: 2 changed, 0 identical; 0 B to export"
+    else:
+        assert checks[0].name == "artifact 'demo/hello:v1'"
+        assert "lacks OverwriteTags" in checks[0].detail and DIGEST_A in checks[0].detail
