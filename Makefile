@@ -44,8 +44,10 @@ tools:
 	    { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1; }; } \
 	  || echo "note: chromium is not installed; the browser tests of the UI (tests/stack/test_ui_browser.py) will be skipped"; }
 
+# three pytest sessions side by side (tests/run_shards.py: the suite mostly waits); PYTEST_ARGS naming test
+# paths runs one ordinary session instead
 test: setup tools
-	$(UV) run --frozen pytest $(PYTEST_ARGS)
+	$(UV) run --frozen python tests/run_shards.py $(PYTEST_ARGS)
 
 # the reliability suite (tests marked `faults`, also part of `make test`), then its tables into the README
 faults-report: setup tools

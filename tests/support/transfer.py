@@ -46,15 +46,19 @@ def prefect_records() -> dict[str, list[Any]]:
     from prefect.events.worker import EventsWorker
 
     EventsWorker.drain_all()
-    with get_client(sync_client=True) as client:
-        logs = client.read_logs(limit=200)
-        offset, all_logs = 200, list(logs)
-        while len(logs) == 200:
-            logs = client.read_logs(limit=200, offset=offset)
-            all_logs += logs
+    def every(read: Any) -> list[Any]:  # page by page: a long session holds more than one page of each
+        found, offset = [], 0
+        while True:
+            page = read(limit=200, offset=offset)
+            found += page
+            if len(page) < 200:
+                return found
             offset += 200
-        runs = client.read_flow_runs(limit=200)
-        artifacts = client.read_artifacts(limit=200)
+
+    with get_client(sync_client=True) as client:
+        all_logs = every(client.read_logs)
+        runs = every(client.read_flow_runs)
+        artifacts = every(client.read_artifacts)
         page = client.read_events(limit=50)
         events = [e.model_dump(mode="json") for e in page.events]
         while page.next_page:

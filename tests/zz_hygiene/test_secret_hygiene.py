@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import os
 import re
 import urllib.parse
 from pathlib import Path
@@ -69,11 +70,18 @@ def _task_states() -> list[str]:
             offset += 200
 
 
+def _ran_flows() -> bool:
+    """Whether this session ran any flow test (``make test`` runs shards; one holds only the stand-in's own tests,
+    the local stack's, which use their own Prefect server, and the unit tests)."""
+    return os.environ.get("ACR_TRANSFER_SHARD_RUNS_FLOWS", "1") == "1"
+
+
 def test_no_secret_is_left_anywhere(standin: StandIn, tmp_path_factory: pytest.TempPathFactory) -> None:
     secrets = _secrets(standin)
     assert sum(k.startswith("sig of") for k in secrets) >= 5  # the topology's five SAS secrets at least
     records = prefect_records()
-    assert len(records["logs"]) > 10 and records["artifacts"] and records["events"]  # there is something to search
+    if _ran_flows():  # a session that ran flows left something to search on the Prefect server
+        assert len(records["logs"]) > 10 and records["artifacts"] and records["events"]
     haystacks = {
         "Prefect logs, parameters, flow states, artifacts and events": json.dumps(records, default=str),
         "Prefect task-run state messages": "\n".join(_task_states()),
