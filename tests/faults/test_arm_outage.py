@@ -21,6 +21,7 @@ RUN_GETS = r"/pipelineRuns/[^/]+$"
 DOWN_SECONDS = 90  # each of the two kinds of outage, back to back
 
 
+@pytest.mark.timeout(600)  # three minutes of outage, and this shard's stand-in and Prefect start in its setup
 def test_a_three_minute_arm_outage_during_the_export_wait(standin: StandIn) -> None:
     src = standin.topology["registries"]["sourceregistry"]["login_server"]
     dst = standin.topology["registries"]["targetregistry"]["login_server"]
