@@ -46,7 +46,8 @@ def main(argv: list[str]) -> int:
     procs: dict[str, tuple[subprocess.Popen[bytes], Path]] = {}
     for name, paths in SHARDS.items():
         log = BUILD / f"test-{name}.log"
-        cmd = [sys.executable, "-m", "pytest", *paths, HYGIENE, f"--basetemp={BUILD / f'pytest-{name}'}", "-p", "no:cacheprovider", *argv]
+        basetemp = f"--basetemp={BUILD / f'pytest-{name}'}"
+        cmd = [sys.executable, "-m", "pytest", *paths, HYGIENE, basetemp, "-p", "no:cacheprovider", *argv]
         out = log.open("wb")
         env = {**os.environ, "ACR_TRANSFER_SHARD_RUNS_FLOWS": "0" if name in RUNS_NO_FLOWS else "1"}
         procs[name] = (subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env), log)

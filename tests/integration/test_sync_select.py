@@ -98,6 +98,17 @@ def seed(standin: StandIn, prefix: str) -> dict[str, Pushed]:
     return pushed
 
 
+def seeded_route(
+    standin: StandIn, tmp_path: Path, name: str, word: str, **options: Any
+) -> tuple[str, dict[str, Pushed], Path]:
+    """A unique repository prefix seeded by :func:`seed`, and a routes file of one select: route over it."""
+    prefix = f"{word}{uuid.uuid4().hex[:6]}"
+    pushed = seed(standin, prefix)
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(routes_text(name, prefix, **options))
+    return prefix, pushed, routes
+
+
 def outcome_of(outcomes: list[Any]) -> Any:
     assert len(outcomes) == 1
     return outcomes[0]
@@ -106,10 +117,7 @@ def outcome_of(outcomes: list[Any]) -> Any:
 def test_a_second_sync_sends_nothing_and_a_third_exactly_what_changed(
     standin: StandIn, tmp_path: Path, overwriting_import: str
 ) -> None:
-    prefix = f"sync{uuid.uuid4().hex[:6]}"
-    pushed = seed(standin, prefix)
-    routes = tmp_path / "routes.yaml"
-    routes.write_text(routes_text("keep-in-sync", prefix))
+    prefix, pushed, routes = seeded_route(standin, tmp_path, "keep-in-sync", "sync")
     standin.clear_requests()
 
     first = outcome_of(sync_routes(routes_file=str(routes)))
@@ -157,10 +165,7 @@ def test_a_second_sync_sends_nothing_and_a_third_exactly_what_changed(
 def test_an_export_only_route_skips_what_its_ledger_holds_and_full_sends_it_all(
     standin: StandIn, tmp_path: Path
 ) -> None:
-    prefix = f"ledger{uuid.uuid4().hex[:6]}"
-    pushed = seed(standin, prefix)
-    routes = tmp_path / "routes.yaml"
-    routes.write_text(routes_text("ledgered", prefix, target=False))
+    prefix, pushed, routes = seeded_route(standin, tmp_path, "ledgered", "ledger", target=False)
     standin.clear_requests()
 
     blobs = export_route(route="ledgered", routes_file=str(routes))
@@ -192,10 +197,7 @@ def azure_ledger(standin: StandIn, route: str) -> dict[str, str]:
 def test_a_resumed_transfer_finishes_its_frozen_list_after_new_pushes(
     standin: StandIn, tmp_path: Path, overwriting_import: str
 ) -> None:
-    prefix = f"frozen{uuid.uuid4().hex[:6]}"
-    pushed = seed(standin, prefix)
-    routes = tmp_path / "routes.yaml"
-    routes.write_text(routes_text("frozen", prefix, batch_size=2))
+    prefix, pushed, routes = seeded_route(standin, tmp_path, "frozen", "frozen", batch_size=2)
     transfer_id = uuid.uuid4().hex[:12]
     standin.clear_requests()
     # the second batch's export is refused once: the transfer stops after its first batch
@@ -251,10 +253,7 @@ def test_a_burst_of_pushes_exports_exactly_the_pushed_tags_once(standin: StandIn
 def test_a_transfer_outlasting_its_registry_tokens_refreshes_them_and_completes(
     standin: StandIn, tmp_path: Path, overwriting_import: str
 ) -> None:
-    prefix = f"tokens{uuid.uuid4().hex[:6]}"
-    pushed = seed(standin, prefix)
-    routes = tmp_path / "routes.yaml"
-    routes.write_text(routes_text("short-tokens", prefix))
+    _, pushed, routes = seeded_route(standin, tmp_path, "short-tokens", "tokens")
     before = standin.set_token_lifetimes(access_seconds=2, refresh_seconds=4)
     standin.set_speed(3)  # each run takes 3 s: the transfer outlives several tokens
     try:

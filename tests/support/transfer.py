@@ -46,6 +46,7 @@ def prefect_records() -> dict[str, list[Any]]:
     from prefect.events.worker import EventsWorker
 
     EventsWorker.drain_all()
+
     def every(read: Any) -> list[Any]:  # page by page: a long session holds more than one page of each
         found, offset = [], 0
         while True:
