@@ -193,6 +193,12 @@ class CleanupPolicy(Strict):
         30, ge=0, description="Delete succeeded run records older than this many days (empty: keep them)"
     )
     delete_export_blob: bool = Field(True, description="Delete the export-side blob after a verified import")
+    delete_abandoned_blobs_after_days: int | None = Field(
+        7,
+        ge=0,
+        description="Delete the blobs of a transfer left unfinished and not being continued, this many days after "
+        "its last run (empty: only report them); its run records are kept",
+    )
 
 
 class Selection(Strict):

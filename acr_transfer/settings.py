@@ -84,6 +84,15 @@ class Settings(BaseSettings):
     arm_retry_total: int = Field(3, ge=0, description="Status retries of the ARM SDK for one call")
     task_retries: int = Field(4, ge=0, description="Prefect retries of a step after a transient failure")
     retry_base_seconds: float = Field(2.0, ge=0, description="First retry delay; doubles each retry (with jitter)")
+    crash_after_seconds: float = Field(
+        90,
+        ge=45,
+        description="A flow run whose heartbeats stop this long is set Crashed (acr-transfer setup's automation); "
+        "keep it at least three times PREFECT_FLOWS_HEARTBEAT_FREQUENCY",
+    )
+    retry_max_seconds: float = Field(
+        30.0, gt=0, description="Longest pause between two attempts of a step while a service is down"
+    )
     verify_digests: bool = Field(True, description="Compare manifest digests in source and target after an import")
     trigger_wait_minutes: float = Field(15, gt=0, description="How long to wait for a source trigger's run to appear")
 

@@ -93,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     # without PREFECT_API_URL a temporary server is started; migrating its fresh database can outlast Prefect's
     # 20 s default on a busy 2-core machine
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+    # heartbeats every 30 s, so `acr-transfer setup`'s automation can tell a killed run from a slow one
+    os.environ.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "30")
     if argv and argv[0] == "emulator":
         os.execv(sys.executable, [sys.executable, "-m", "emulator", *argv[1:]])
     args = build_parser().parse_args(argv)

@@ -306,18 +306,23 @@ def cleanup_command(registry: str, resource_group: str | None, days: float, dry_
 
 
 def cleanup_route_command(routes_file: Path, route: str, dry_run: bool, console: Console) -> int:
-    """Apply a route's ``cleanup.delete_runs_after_days`` to its source and target registries."""
-    from flows.cleanup import cleanup
-    from flows.routes import load_configured_routes
+    """Apply a route's cleanup policy: run records (``cleanup.delete_runs_after_days``) on its source and target
+    registries, and the blobs of its abandoned transfers (``cleanup.delete_abandoned_blobs_after_days``)."""
+    from flows.cleanup import cleanup_route
 
-    rt = load_configured_routes(routes_file).get(route)
-    days = rt.cleanup.delete_runs_after_days
-    if days is None:
+    result = cleanup_route(route, str(routes_file), dry_run=dry_run)
+    verb = "would delete" if dry_run else "deleted"
+    if not result.registries:
         console.print(f"route {route} keeps its run records (cleanup.delete_runs_after_days is empty)")
-        return 0
-    for side in (rt.source, rt.target):
-        if side is not None:
-            result = cleanup(side.registry, older_than_days=days, dry_run=dry_run)
-            verb = "would delete" if dry_run else "deleted"
-            console.print(f"{result.registry}: {verb} {len(result.deleted)} run record(s) older than {days} days")
+    for registry in result.registries:
+        console.print(f"{registry.registry}: {verb} {len(registry.deleted)} run record(s) by the route's policy")
+    if not result.abandoned:
+        console.print(f"route {route}: no abandoned transfer left blobs behind")
+    for a in result.abandoned:
+        console.print(f"abandoned transfer {a['transfer_id']} ({a['why']}; last run {a['last_activity']}):")
+        for blob in a["blobs"]:  # type: ignore[attr-defined]
+            console.print(f"  {blob}", soft_wrap=True)
+        console.print(
+            f"  {a['note']}; continue it with `acr-transfer run --route {route} --transfer-id {a['transfer_id']}`"
+        )
     return 0

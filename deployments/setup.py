@@ -5,6 +5,10 @@
   variable at a Kubernetes or ACI pool it created itself);
 - per subscription, the shared ARM read budget (a rate limit: burst and refill from settings);
 - per route, the one-slot lock that keeps two transfers of the route from overlapping;
+- the automation that ends a flow run of ours Crashed when its process died (SIGKILL, a lost node): every flow
+  run sends a heartbeat event (``PREFECT_FLOWS_HEARTBEAT_FREQUENCY``, 30 s where this project starts the
+  process), and a run whose heartbeats stop for ``ACR_TRANSFER_CRASH_AFTER_SECONDS`` (90) without a final state
+  is set Crashed, so it is not left Running forever and a waiting transfer reclaims its route lock;
 - for the route-named flows already deployed (``transfer``, ``export-route``, ``import-route-blob``), their
   ``route`` parameter as a choice of the routes file's names, so the UI's run form offers a select. ``prefect
   deploy`` writes the schema from the flow's signature again, so run setup after deploying (``make up`` does).
@@ -25,6 +29,8 @@ from acr_transfer.routes import RoutesFile
 from acr_transfer.settings import get_settings
 
 POOL_VARIABLE = "acr_transfer_work_pool"
+CRASH_AUTOMATION = "acr-transfer: crashed flow runs (no heartbeat)"
+HEARTBEAT_SECONDS = 30  # PREFECT_FLOWS_HEARTBEAT_FREQUENCY where this project starts a flow's process
 
 # which routes each route-named flow can run: the side(s) of the route it uses must be there
 ROUTE_FLOWS: dict[str, Callable[[TransferRoute], bool]] = {
@@ -62,6 +68,72 @@ def ensure_work_pool(console: Console) -> str:
     return name
 
 
+def our_flow_names() -> list[str]:
+    """Every flow of this project, by name: the crash automation touches these runs and no one else's."""
+    from flows import cleanup, routes, transfer
+
+    found = {
+        obj.name
+        for module in (cleanup, routes, transfer)
+        for obj in vars(module).values()
+        if type(obj).__name__ == "Flow" and getattr(obj, "__module__", None) is not None
+    }
+    return sorted(found)
+
+
+def crash_automation(within_seconds: float, flow_names: list[str]) -> Any:
+    """The automation (Prefect's proactive trigger): after a heartbeat of one of ``flow_names``' runs, expect
+    another event of that run (a heartbeat or its final state) within ``within_seconds``; if none comes, set
+    the run Crashed."""
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
+
+    return AutomationCore(
+        name=CRASH_AUTOMATION,
+        description="A flow run of acr-transfer whose heartbeats stopped without a final state: its process died. "
+        "A re-run of the same transfer continues it.",
+        trigger=EventTrigger(
+            match={"prefect.resource.id": "prefect.flow-run.*"},
+            match_related={"prefect.resource.role": "flow", "prefect.resource.name": flow_names},
+            after={"prefect.flow-run.heartbeat"},
+            expect={"prefect.flow-run.*"},
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=within_seconds,
+        ),
+        actions=[
+            ChangeFlowRunState(
+                state=StateType.CRASHED,
+                message=f"no heartbeat for {within_seconds:.0f} s: the process running this flow run died; re-run "
+                "the same transfer (same transfer id, or the next sync-routes) to continue it",
+            )
+        ],
+    )
+
+
+def ensure_crash_detection(console: Console, within_seconds: float | None = None) -> None:
+    """Create (or bring up to date) :data:`CRASH_AUTOMATION`; idempotent."""
+    from prefect.client.orchestration import get_client
+
+    within = within_seconds if within_seconds is not None else get_settings().crash_after_seconds
+    wanted = crash_automation(within, our_flow_names())
+    with get_client(sync_client=True) as client:
+        found = client.read_automations_by_name(CRASH_AUTOMATION)
+        if not found:
+            client.create_automation(wanted)
+            console.print(f"✓ automation '{CRASH_AUTOMATION}' (Crashed after {within:.0f} s, created)")
+            return
+        current = found[0]
+        same = current.trigger == wanted.trigger and current.actions == wanted.actions and current.enabled
+        if not same:
+            client.update_automation(current.id, wanted)
+        console.print(f"✓ automation '{CRASH_AUTOMATION}' (Crashed after {within:.0f} s{'' if same else ', updated'})")
+        for extra in found[1:]:  # two setups at once: keep one
+            client.delete_automation(extra.id)
+
+
 def setup(routes_file: Path | None, console: Console) -> None:
     """Create the work pool variable and pool, the ARM read budgets and the route locks; offer the route names
     in the run forms of the route-named deployments already deployed (:func:`offer_route_names`)."""
@@ -70,6 +142,7 @@ def setup(routes_file: Path | None, console: Console) -> None:
 
     settings = get_settings()
     ensure_work_pool(console)
+    ensure_crash_detection(console)
     subscriptions = {settings.subscription_id} if settings.subscription_id else set()
     loaded = load_configured_routes(routes_file) if routes_file is not None else None
     routes = loaded.routes.values() if loaded is not None else []

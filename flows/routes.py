@@ -35,6 +35,7 @@ from acr_transfer.routes import RouteLimits, RoutesFile, load_routes, routes_pat
 from acr_transfer.settings import get_settings
 from flows.transfer import export_artifacts, registry_transfer, run_export, run_import, run_transfer
 from tasks import resume
+from tasks.cleanup import RunListings, abandoned_blobs
 from tasks.concurrency import LockHolder, PrefectApi, RouteLockTimeout, live_holder
 from tasks.pushes import collect_pushes
 
@@ -211,13 +212,6 @@ class RouteOutcome(BaseModel):
     message: str = ""
 
 
-def _planned_from(rt: TransferRoute) -> list[str]:
-    """What a route's transfer is planned from: its artifacts and its selection rules (an edited route's
-    unfinished transfer is not resumed; a sync's frozen plan keeps its list even when tags move)."""
-    rules = [f"select:{rt.select.model_dump_json()}", f"skip:{rt.effective_skip}"] if rt.select else []
-    return [*rt.artifacts, *rules]
-
-
 @task(name="sync-route", task_run_name="{route}")
 def sync_route(route: str, routes_file: str | None) -> RouteOutcome | State:
     """One route of a sync, by its halves: both sides transfer, an export-only route exports, an import-only
@@ -239,7 +233,7 @@ def sync_route(route: str, routes_file: str | None) -> RouteOutcome | State:
         # nothing done is done again
         api = PrefectApi()
         try:
-            planned_from = _planned_from(rt)
+            planned_from = resume.planned_from(rt)
             transfer_id = resume.unfinished(route, planned_from, api) or uuid.uuid4().hex[:12]
             holder = live_holder(route, transfer_id)  # a lock whose holder is gone is reclaimed below
             if holder is not None:
@@ -264,6 +258,28 @@ def sync_route(route: str, routes_file: str | None) -> RouteOutcome | State:
     if outcome.status is RouteStatus.FAILED:
         return Failed(message=f"route {route} failed: {outcome.message[:500]}", data=outcome)
     return outcome
+
+
+def _report_abandoned(routes: RoutesFile, outcomes: list[RouteOutcome]) -> None:
+    """After the routes ran: the blobs of each route's abandoned transfers, reported (log lines and an
+    ``abandoned-blobs-<route>`` artifact) and deleted by the route's policy; noted in the route's outcome.
+    Bookkeeping: a failure here is a warning, never a failed sync."""
+    listings = RunListings()
+    for outcome in outcomes:
+        if outcome.status is RouteStatus.SKIPPED:
+            continue
+        try:
+            found = abandoned_blobs(routes.get(outcome.route), listings=listings)
+        except Exception as e:
+            get_run_logger().warning(
+                "route %s: abandoned blobs not checked: %s", outcome.route, redact(shown(str(e), 300))
+            )
+            continue
+        if found:
+            kept = sum(not a.deleted for a in found)
+            note = f"abandoned transfer(s) {', '.join(a.transfer_id for a in found)}: blobs "
+            note += "deleted" if not kept else f"reported in artifact abandoned-blobs-{outcome.route.lower()}"
+            outcome.message = f"{outcome.message}; {note}" if outcome.message else note
 
 
 def _busy(route: str, holder: LockHolder) -> RouteOutcome:
@@ -336,6 +352,7 @@ def sync_routes(
             outcome = RouteOutcome(route=name, status=RouteStatus.FAILED, message=redact(str(outcome))[:2000])
         by_route[name] = outcome
     outcomes = [by_route[n] for n in names]
+    _report_abandoned(load_configured_routes(path), outcomes)
     create_table_artifact(
         key="sync-routes-summary",
         table=[o.model_dump() for o in outcomes],

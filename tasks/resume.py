@@ -16,6 +16,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from acr_transfer.models import TransferRoute
 from tasks.concurrency import PrefectApi
 
 log = logging.getLogger("acr_transfer.resume")
@@ -24,6 +25,13 @@ MAX_AGE = timedelta(days=7)
 
 def record_variable(route: str) -> str:
     return "acr_transfer_unfinished_" + route.replace("-", "_")
+
+
+def planned_from(rt: TransferRoute) -> list[str]:
+    """What a route's transfer is planned from: its artifacts and its selection rules (an edited route's
+    unfinished transfer is not resumed; a sync's frozen plan keeps its list even when tags move)."""
+    rules = [f"select:{rt.select.model_dump_json()}", f"skip:{rt.effective_skip}"] if rt.select else []
+    return [*rt.artifacts, *rules]
 
 
 def artifacts_digest(artifacts: list[str]) -> str:

@@ -26,7 +26,7 @@ from acr_transfer.naming import plan_batches
 from acr_transfer.refs import ArtifactRef
 from acr_transfer.sas import SasToken
 from tasks import clients
-from tasks.retry import step_options
+from tasks.retry import outlasting, step_options
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -183,6 +183,7 @@ def _new_referrers(
 
 
 @task(name="plan-sync", **step_options())
+@outlasting("sync plan")
 def plan_sync(ctx: TransferContext, request: TransferRequest) -> TransferContext:
     """Select, compare and decide what this transfer sends, and freeze it; a transfer that froze its plan
     before (a retry, a resume, ``--transfer-id``) uses that plan and lists nothing.
@@ -287,6 +288,7 @@ def _with_plan(ctx: TransferContext, plan: sync.SyncPlan) -> TransferContext:
 
 
 @task(name="record-exported", **step_options())
+@outlasting("ledger update")
 def record_exported(ctx: TransferContext, references: list[str]) -> int:
     """Add what this transfer exported successfully to the route's ledger (a conditional write: a concurrent
     writer's entries are kept, and the write tried again). Returns how many entries the ledger holds."""

@@ -25,7 +25,7 @@ from acr_transfer.settings import get_settings
 from acr_transfer.watcher import Outage, OutageError
 from tasks import clients, concurrency
 from tasks.report import emit
-from tasks.retry import step_options
+from tasks.retry import outlasting, resume_command, step_options
 
 T = TypeVar("T")
 
@@ -97,8 +97,7 @@ def _watch(ctx: TransferContext, registry: RegistryAddress, run: RunState, batch
     try:
         final = clients.shared().watcher.wait(registry, run.name, ctx.timeout_seconds, on_progress, on_outage)
     except OutageError as e:
-        resume = f"acr-transfer run --route {ctx.route.name} --transfer-id {ctx.transfer_id}"
-        raise OutageError(f"transfer {ctx.transfer_id}: {e.message}; resume with `{resume}`") from None
+        raise OutageError(f"transfer {ctx.transfer_id}: {e.message}; resume with `{resume_command(ctx)}`") from None
     if final.failed:
         report(Notice(ctx.transfer_id, batch.index, step, "Failed", final.error_message or ""))
         raise run_failure(final.error_message or f"provisioningState {final.provisioning_state}", final.name)
@@ -119,6 +118,7 @@ def bookkeeping(call: Callable[[], T], what: str) -> T | None:
 
 
 @task(name="export-batch", **step_options())
+@outlasting("export")
 def export_batch(ctx: TransferContext, batch: BatchPlan) -> RunState:
     """Create (or find) the batch's export run and wait until it has written its blob."""
     concurrency.ensure_route_held(ctx.route.name, ctx.timeout_seconds)  # a lost lock is taken back first
@@ -140,6 +140,7 @@ def export_batch(ctx: TransferContext, batch: BatchPlan) -> RunState:
 
 
 @task(name="bridge-blob", **step_options())
+@outlasting("bridge")
 def bridge_blob(ctx: TransferContext, batch: BatchPlan, export_run: RunState) -> BlobFacts | None:
     """Server-side copy of the blob to the import container when the two sides use different storage."""
     if not ctx.bridged:
@@ -155,6 +156,7 @@ def bridge_blob(ctx: TransferContext, batch: BatchPlan, export_run: RunState) ->
 
 
 @task(name="import-batch", **step_options())
+@outlasting("import")
 def import_batch(ctx: TransferContext, batch: BatchPlan, export_run: RunState) -> RunState:
     """Create (or find) the batch's import run — or adopt the source trigger's — and wait for it."""
     blob, digest = export_run.blob or "", export_run.catalog_digest
@@ -195,6 +197,7 @@ def _compare_digests(ctx: TransferContext, results: list[steps.ArtifactResult]) 
 
 
 @task(name="verify-batch", **step_options())
+@outlasting("verify")
 def verify_batch(ctx: TransferContext, batch: BatchPlan, export_run: RunState, import_run: RunState) -> list[Any]:
     """Check that the import brought in every requested artifact of the batch."""
     results = steps.verify(batch, export_run, import_run)
@@ -216,6 +219,7 @@ def plan_import(request: ImportRequest) -> TransferContext:
 
 
 @task(name="import-single-blob", **step_options())
+@outlasting("import")
 def import_single_blob(ctx: TransferContext, request: ImportRequest) -> TransferResult:
     """Import (or adopt the trigger's import of) one blob, wait, and verify what came in."""
     expected = normalise_artifacts(request.artifacts) if request.artifacts else []

@@ -14,6 +14,8 @@ os.environ.pop("PREFECT_API_URL", None)
 os.environ.pop("PREFECT_API_KEY", None)
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+# as the CLI and prefect.yaml set it: the crash automation (acr-transfer setup) expects a heartbeat every 30 s
+os.environ.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "30")
 # fast retries and polls in tests; the production defaults are in acr_transfer/settings.py
 os.environ.setdefault("ACR_TRANSFER_RETRY_BASE_SECONDS", "0.2")
 os.environ.setdefault("ACR_TRANSFER_POLL_MIN_SECONDS", "0.2")
