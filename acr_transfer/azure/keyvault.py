@@ -178,6 +178,10 @@ class KeyVaultSecrets:
                     vault_url,
                     self._credential,
                     verify_challenge_resource=self._settings.keyvault_verify_challenge_resource,
+                    # a few quick retries per call (the SDK's default of 10 backs off for minutes, silently);
+                    # a longer outage is the step's to outlast, saying so (tasks/retry.py)
+                    retry_total=self._settings.arm_retry_total,
+                    retry_backoff_max=self._settings.retry_max_seconds,
                     **self._settings.connection_kwargs(),
                 )
                 self._clients[vault_url] = client

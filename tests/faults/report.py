@@ -33,7 +33,8 @@ def load(path: Path) -> list[dict[str, Any]]:
 
 def render(records: list[dict[str, Any]]) -> str:
     """Markdown: the fault matrix, the crash table and the permanent-fault table (last record of a case wins)."""
-    by_table: dict[str, dict[tuple[str, ...], dict[str, Any]]] = {"matrix": {}, "crash": {}, "permanent": {}}
+    tables = ("matrix", "crash", "permanent", "durability")
+    by_table: dict[str, dict[tuple[str, ...], dict[str, Any]]] = {t: {} for t in tables}
     for r in records:
         if r["table"] == "matrix":
             by_table["matrix"][(r["target"], r["fault"])] = r
@@ -41,11 +42,14 @@ def render(records: list[dict[str, Any]]) -> str:
             by_table["crash"][(r["point"],)] = r
         elif r["table"] == "permanent":
             by_table["permanent"][(r["fault"], r["caught"])] = r
+        elif r["table"] == "durability":
+            by_table["durability"][(r["case"],)] = r
     written = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
     out = [f"_Written by `make faults-report` on {written} from {len(records)} cases._", ""]
     out += _matrix(by_table["matrix"])
     out += _crashes(by_table["crash"].values())
     out += _permanent(by_table["permanent"].values())
+    out += _durability(by_table["durability"].values())
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -108,6 +112,22 @@ def _permanent(cases: Iterable[dict[str, Any]]) -> list[str]:
     for r in rows:
         message = r["message"].replace("|", "\\|").replace("\n", " ")
         lines.append(f"| {r['fault']} | {r['caught']} | {r['run_puts']} | {r['attempts']} | {message} |")
+    return [*lines, ""]
+
+
+def _durability(cases: Iterable[dict[str, Any]]) -> list[str]:
+    rows = list(cases)
+    if not rows:
+        return []
+    lines = [
+        "**Outages and kills longer than a retry** — a service down for longer than any fixed retry budget, or a "
+        "whole `sync-routes` killed:",
+        "",
+        "| case | outcome | observed |",
+        "|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(f"| {r['case']} | {r['outcome']} | {r['observed']} |")
     return [*lines, ""]
 
 

@@ -174,11 +174,10 @@ def test_a_killed_sync_of_ten_routes_is_continued_by_the_next(
     assert crashed and all("no heartbeat" in (r.state.message or "") for r in crashed)
     assert {r.state.type.value for r in flow_runs} <= {"COMPLETED", "CRASHED"}
     record(
-        "sync-crash",
-        point=f"sync-routes of {ROUTES} routes SIGKILLed after {sum(s == 'Succeeded' for s in before.values())} "
-        f"of {ROUTES * len(TAGS)} exports",
-        outcome="re-run: every route verified, no artifact exported twice, no blob left, killed runs Crashed",
-        resumed=len(killed_transfers),
-        export_runs=len(runs),
-        crashed_flow_runs=len(crashed),
+        "durability",
+        case=f"sync-routes of {ROUTES} routes ({ROUTES * len(TAGS)} batches) SIGKILLed after "
+        f"{sum(s == 'Succeeded' for s in before.values())} exports",
+        outcome="re-run: every route verified, no artifact exported twice, no blob left, no flow run Running",
+        observed=f"{len(killed_transfers)} transfers continued under their ids; {len(runs)} export runs in all; "
+        f"{len(crashed)} killed flow runs set Crashed",
     )
