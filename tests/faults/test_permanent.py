@@ -177,3 +177,27 @@ def _task_run_counts(flow_run_id: Any) -> list[int]:
                 return [r.run_count for r in runs]
             time.sleep(0.25)
     return [r.run_count for r in runs]
+
+
+def test_a_refused_bridge_copy_names_the_key_vault_secret_whose_sas_failed(standin: StandIn, image: Pushed) -> None:
+    """Preflight saw a valid bridge SAS; storage then refuses the copy with 403 (the SAS was revoked meanwhile,
+    or a policy denies it): the failure names the route's bridge secret and its vault, as preflight would."""
+    vault = standin.topology["vaults"]["targetvault"]["url"]
+    standin.add_fault(
+        service="storage",
+        method="PUT",
+        path="^/targetstorage/transfer/",
+        status=403,
+        code="AuthorizationFailure",
+        message="This request is not authorized to perform this operation.",
+        count=0,
+    )
+    try:
+        words = ("secret 'acrbridgesas'", "403 AuthorizationFailure", "renew it", vault)
+        error, puts, _ = _fail(standin, image, Case(lambda s, img, tid: ({}, img.by_tag), words, puts=1))
+    finally:
+        standin.clear_faults()
+    assert not isinstance(error, PreflightError)
+    assert [p["path"].rsplit("/", 1)[-1][0] for p in puts] == ["x"]  # exported; no import run was created
+    message = str(error).split("\n", 1)[-1]
+    record("permanent", fault="bridge copy refused (403)", caught="bridge", message=message, run_puts=1, attempts=1)
