@@ -1,4 +1,5 @@
-"""What the runbook's decisions need from Azure, as small Protocols: pipeline runs, blobs and secrets.
+"""What the runbook's decisions need from Azure, as small Protocols: pipeline runs, blobs, secrets and who
+may read them.
 
 ``steps`` and ``preflight`` are written against these, not against the adapters, so their decisions are
 unit-tested over in-memory fakes (``tests/unit/fakes.py``) in milliseconds; the adapters in
@@ -7,12 +8,14 @@ unit-tested over in-memory fakes (``tests/unit/fakes.py``) in milliseconds; the 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from datetime import timedelta
 from typing import Any, Protocol
 
 from acr_transfer.azure.keyvault import SecretFacts
 from acr_transfer.azure.registry import PipelineFacts, RegistryAddress, RunState
 from acr_transfer.azure.storage import BlobFacts
+from acr_transfer.azure.vault_access import VaultAccessFacts
 from acr_transfer.sas import SasToken
 
 
@@ -44,8 +47,16 @@ class Blobs(Protocol):
         target_sas: SasToken | None,
     ) -> BlobFacts: ...
 
+    def delegated_read_sas(self, container_uri: str, blob: str, valid_for: timedelta) -> SasToken: ...
+
 
 class Secrets(Protocol):
     """Key Vault secrets holding SAS tokens (``KeyVaultSecrets``)."""
 
     def sas(self, secret_uri: str) -> tuple[SecretFacts, SasToken]: ...
+
+
+class VaultAccess(Protocol):
+    """A vault's access model and the role grants of some principals, as ARM shows them (``VaultAccessReader``)."""
+
+    def vault_access(self, subscription: str, secret_uri: str, principals: Sequence[str]) -> VaultAccessFacts: ...

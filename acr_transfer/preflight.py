@@ -1,7 +1,9 @@
 """Preflight: everything that can be checked before a run is created, reported all at once.
 
 Phase 1 reads both pipelines (exist, Succeeded, container, secret, storage access mode, options, source
-trigger). Phase 2, from those facts, checks each SAS secret (exists, enabled, unexpired, ``se`` beyond
+trigger). Phase 2, from those facts, checks that each SasToken pipeline's own identity may get its secret
+(the vault's access model read through ARM; "not checked" when this worker may not read it), each SAS secret
+(exists, enabled, unexpired, ``se`` beyond
 the transfer's deadline, permissions, https only), that each container answers a list, that no
 export blob name is taken (unless OverwriteBlobs, or the blob is this transfer's own finished export), that
 every artifact exists in the source, and that no tag conflicts in the target (unless OverwriteTags).
@@ -19,9 +21,10 @@ from datetime import UTC, datetime, timedelta
 from acr_transfer.azure.registry import PipelineFacts, ProvisioningState, RegistryAddress, StorageAccessMode
 from acr_transfer.context import TransferContext
 from acr_transfer.errors import AcrTransferError, NotFoundError, PermanentError, TransientError
-from acr_transfer.ports import Blobs, PipelineRuns, Secrets
+from acr_transfer.ports import Blobs, PipelineRuns, Secrets, VaultAccess
 from acr_transfer.refs import ArtifactRef
 from acr_transfer.sas import SasToken, sas_problems
+from acr_transfer.secret_access import fix_for, grant_for, why_not
 from acr_transfer.sync import SendReason
 
 
@@ -72,6 +75,43 @@ def check_pipeline(
     return Check(label, True, detail), facts
 
 
+def check_pipeline_identity(pipeline: PipelineFacts, subscription: str, access: VaultAccess) -> Check:
+    """The pipeline's own identity may get its SAS secret: ACR's run reads the secret as that identity.
+
+    A vault this worker cannot see through ARM (403, 404, a malformed URI) is "not checked", not failed.
+    """
+    uri = pipeline.secret_uri or ""
+    label = f"identity of {pipeline.kind} pipeline '{pipeline.name}'"
+    if not pipeline.principals:
+        return Check(
+            label,
+            False,
+            f"has no managed identity, and ACR reads the SAS secret {uri} as the pipeline's identity",
+            "re-create the pipeline with a system-assigned or user-assigned identity",
+        )
+    try:
+        facts = access.vault_access(subscription, uri, pipeline.principals)
+    except TransientError:
+        raise
+    except AcrTransferError as e:
+        return Check(label, True, f"not checked: this identity cannot read the vault's access model ({e.message})")
+    secret = uri.rstrip("/").split("/secrets/", 1)[-1].split("/")[0]
+    for principal in pipeline.principals:
+        grant = grant_for(facts, principal, secret)
+        if grant:
+            return Check(
+                label, True, f"principal {principal} may get secret '{secret}' in vault {facts.name} ({grant})"
+            )
+    who = ", ".join(pipeline.principals)
+    return Check(
+        label,
+        False,
+        f"principal {who} may not get secret '{secret}' in vault {facts.name}: the vault {why_not(facts)}; "
+        "the run would fail reading its SAS",
+        fix_for(facts, pipeline.principals[0]),
+    )
+
+
 def _sas_check(vault: Secrets, secret_uri: str, required: str, deadline: datetime, https: bool, role: str):
     label = f"{role} SAS secret {secret_uri}"
     holder: dict[str, SasToken] = {}
@@ -94,8 +134,11 @@ def _sas_check(vault: Secrets, secret_uri: str, required: str, deadline: datetim
     return check, holder.get("sas")
 
 
-def check_export_side(ctx: TransferContext, vault: Secrets, storage: Blobs, own_blobs: set[str]) -> list[Check]:
-    """Export pipeline's secret and container, and that every export blob name is free."""
+def check_export_side(
+    ctx: TransferContext, vault: Secrets, storage: Blobs, own_blobs: set[str], access: VaultAccess | None = None
+) -> list[Check]:
+    """Export pipeline's identity (when ``access`` is given), secret and container, and that every export blob
+    name is free."""
     export = ctx.export
     deadline = datetime.now(UTC) + timedelta(seconds=ctx.timeout_seconds)
     checks: list[Check] = []
@@ -103,6 +146,8 @@ def check_export_side(ctx: TransferContext, vault: Secrets, storage: Blobs, own_
     if export.storage_access_mode == StorageAccessMode.SAS_TOKEN:
         if not export.secret_uri:
             return [Check("export SAS secret", False, "the export pipeline has no keyVaultUri", "re-create it")]
+        if access is not None:
+            checks.append(check_pipeline_identity(export, ctx.source.subscription, access))
         check, sas = _sas_check(vault, export.secret_uri, "rawl", deadline, _https(export.container_uri), "export")
         checks.append(check)
         if not check.ok:
@@ -128,8 +173,11 @@ def check_export_side(ctx: TransferContext, vault: Secrets, storage: Blobs, own_
     return checks
 
 
-def check_import_side(ctx: TransferContext, vault: Secrets, storage: Blobs) -> list[Check]:
-    """Import pipeline's secret and container; the bridge secret when the blob must be copied."""
+def check_import_side(
+    ctx: TransferContext, vault: Secrets, storage: Blobs, access: VaultAccess | None = None
+) -> list[Check]:
+    """Import pipeline's identity (when ``access`` is given), secret and container; the bridge secret when the
+    blob must be copied."""
     imp = ctx.imp
     deadline = datetime.now(UTC) + timedelta(seconds=ctx.timeout_seconds * 2)
     checks: list[Check] = []
@@ -137,6 +185,8 @@ def check_import_side(ctx: TransferContext, vault: Secrets, storage: Blobs) -> l
     if imp.storage_access_mode == StorageAccessMode.SAS_TOKEN:
         if not imp.secret_uri:
             return [Check("import SAS secret", False, "the import pipeline has no keyVaultUri", "re-create it")]
+        if access is not None:
+            checks.append(check_pipeline_identity(imp, ctx.target.subscription, access))
         needed = "rl" + ("d" if "DeleteSourceBlobOnSuccess" in imp.options else "")
         check, sas = _sas_check(vault, imp.secret_uri, needed, deadline, _https(imp.container_uri), "import")
         checks.append(check)
@@ -277,6 +327,7 @@ __all__ = [
     "check_export_side",
     "check_import_side",
     "check_pipeline",
+    "check_pipeline_identity",
     "check_planned",
     "failures",
 ]

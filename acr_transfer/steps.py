@@ -11,6 +11,7 @@ import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from enum import StrEnum
 
 from acr_transfer.azure.keyvault import SecretFacts
@@ -94,27 +95,45 @@ def _secret(vault: Secrets, secret_uri: str | None) -> tuple[SecretFacts, SasTok
     return vault.sas(secret_uri)
 
 
+MAX_DELEGATION_SECONDS = 7 * 24 * 3600  # a user delegation key lives at most 7 days
+
+
 def bridge(storage: Blobs, vault: Secrets, ctx: TransferContext, export_run: RunState) -> BlobFacts | None:
     """Copy the exported blob into the import container, server-side; None when no copy is needed.
 
     Raises:
-        PermanentError: the export pipeline is not in SasToken mode, or its run names no blob.
+        PermanentError: the export run names no blob.
         AuthError / SasTokenError: storage refused a SAS; the message names the Key Vault secret it came from
-            (the export pipeline's for the source, the route's bridge secret for the target) and never the SAS.
+            (the export pipeline's for the source, the route's bridge secret for the target) and never the SAS;
+            for a ManagedIdentity export pipeline, that this worker's identity could not sign the source's
+            user-delegation SAS.
         and whatever :meth:`~acr_transfer.azure.storage.BlobStorage.copy_blob` and reading the secrets raise.
     """
     if not ctx.bridged:
         return None
     export, imp = ctx.export, ctx.imp
-    if export.storage_access_mode != StorageAccessMode.SAS_TOKEN:
-        raise PermanentError(
-            f"route '{ctx.route.name}': bridging needs the export pipeline '{export.name}' in SasToken mode, because "
-            "the copy source is read through a SAS; use a SasToken export pipeline or a shared container"
-        )
     blob = export_run.blob
     if not blob:
         raise PermanentError(f"export run '{export_run.name}' names no blob to bridge; its request has no target name")
-    source = _secret(vault, export.secret_uri)
+    source: tuple[SecretFacts | None, SasToken]
+    if export.storage_access_mode == StorageAccessMode.SAS_TOKEN:
+        source = _secret(vault, export.secret_uri)
+    else:
+        # a ManagedIdentity export pipeline has no SAS: the copy source is read with a user-delegation SAS that
+        # this worker's identity signs (it needs Storage Blob Data Reader there), so the copy stays server-side
+        valid_for = timedelta(seconds=min(ctx.timeout_seconds + 3600, MAX_DELEGATION_SECONDS))
+        try:
+            source = (None, storage.delegated_read_sas(export.container_uri, blob, valid_for))
+        except AuthError as e:
+            raise AuthError(
+                f"route '{ctx.route.name}': bridging blob '{blob}' from ManagedIdentity export pipeline "
+                f"'{export.name}': this worker's identity could not get a user delegation key for "
+                f"{export.container_uri} ({' '.join(str(p) for p in (e.status, e.code) if p) or 'refused'}); grant it "
+                "Storage Blob Data Reader on the export storage account. Storage said: "
+                f"{shown(e.message, 300)}",
+                code=e.code,
+                status=e.status,
+            ) from None
     target = vault.sas(ctx.route.bridge.secret_uri) if ctx.route.bridge.secret_uri else None
     try:
         return storage.copy_blob(

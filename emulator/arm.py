@@ -20,37 +20,26 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from emulator.access import system_identity, user_identity
+from emulator.arm_access import AccessArm
+from emulator.arm_core import CORE_RE, CoreArm
+from emulator.arm_meta import (
+    PIPELINE_API_VERSIONS,
+    REGISTRY_API_VERSIONS,
+    ArmError,
+    api_version_of,
+    cloud_metadata,
+    core_api_version,
+    supported_versions_header,
+)
+from emulator.arm_shapes import full_registry, registry_view
 from emulator.auth import ARM_AUDIENCE, TokenError
 from emulator.runs import RunEngine, validate_run_request
 from emulator.world import PROVIDER, World, utcnow_iso
 
-PIPELINE_API_VERSIONS = (
-    "2019-12-01-preview",
-    "2020-11-01-preview",
-    "2021-06-01-preview",
-    "2021-08-01-preview",
-    "2021-12-01-preview",
-    "2022-02-01-preview",
-    "2023-01-01-preview",
-    "2023-06-01-preview",
-    "2023-08-01-preview",
-    "2023-11-01-preview",
-    "2024-11-01-preview",
-    "2025-03-01-preview",
-    "2025-05-01-preview",
-    "2025-06-01-preview",
-)
-REGISTRY_API_VERSIONS = (
-    "2017-10-01",
-    "2019-05-01",
-    "2021-09-01",
-    "2022-12-01",
-    "2023-07-01",
-    "2025-04-01",
-    "2025-11-01",
-    *PIPELINE_API_VERSIONS,
-)
 STORAGE_MODE_SINCE = "2025-06-01-preview"
+ARM_CLASSIC_AUDIENCE = "https://management.core.windows.net"
+REGISTRY_CREATED = "2026-01-01T00:00:00+00:00"
 PIPELINE_OPTIONS = ("OverwriteTags", "OverwriteBlobs", "DeleteSourceBlobOnSuccess", "ContinueOnErrors")
 NAME_RE = re.compile(r"^[A-Za-z0-9]{5,50}$")
 KINDS = {
@@ -70,26 +59,6 @@ PATH_RE = re.compile(
 )
 
 
-class ArmError(Exception):
-    """An ARM error response: status, ``error.code``, ``error.message`` and optional ``error.target``."""
-
-    def __init__(self, status: int, code: str, message: str, target: str | None = None, **headers: str):
-        super().__init__(message)
-        self.status, self.code, self.message, self.target, self.headers = (
-            status,
-            code,
-            message,
-            target,
-            headers,
-        )
-
-    def response(self) -> JSONResponse:
-        err: dict[str, Any] = {"code": self.code, "message": self.message}
-        if self.target:
-            err["target"] = self.target
-        return JSONResponse({"error": err}, self.status, headers=self.headers)
-
-
 class TokenBucket:
     """ARM's throttling: ``capacity`` requests at once, refilled at ``rate`` per second."""
 
@@ -106,24 +75,6 @@ class TokenBucket:
             self.tokens -= 1
             return True, int(self.tokens), 0.0
         return False, 0, (1 - self.tokens) / self.rate
-
-
-def api_version_of(request: Request, allowed: tuple[str, ...]) -> str:
-    """The request's api-version, or the 400 ARM sends for a missing or unsupported one."""
-    version = request.query_params.get("api-version")
-    if not version:
-        raise ArmError(
-            400,
-            "MissingApiVersionParameter",
-            "The api-version query parameter (?api-version=) is required for all requests.",
-        )
-    if version not in allowed:
-        raise ArmError(
-            400,
-            "InvalidApiVersionParameter",
-            f"The api-version '{version}' is invalid. The supported versions are '{','.join(allowed)}'.",
-        )
-    return version
 
 
 def system_data(principal: str, created: str | None = None) -> dict[str, Any]:
@@ -155,6 +106,32 @@ def render(resource: dict[str, Any], api_version: str) -> dict[str, Any]:
     return body
 
 
+def source_trigger_status(props: dict[str, Any]) -> Any:
+    """An import pipeline's ``trigger.sourceTrigger.status``: Enabled when no trigger is given at all.
+
+    Raises:
+        ArmError: 400 when ``trigger`` or ``sourceTrigger`` is not an object, or ``sourceTrigger`` lacks the
+            ``status`` the spec requires (``PipelineSourceTriggerProperties.required``).
+    """
+    trigger = props.get("trigger")
+    if trigger is None:
+        return "Enabled"
+    if not isinstance(trigger, dict):
+        raise ArmError(400, "InvalidParameter", "properties.trigger must be an object.", "properties.trigger")
+    source = trigger.get("sourceTrigger")
+    if source is None:
+        return "Enabled"
+    if not isinstance(source, dict) or "status" not in source:
+        raise ArmError(
+            400,
+            "InvalidParameter",
+            "The required property 'status' is missing from properties.trigger.sourceTrigger: "
+            "give 'Enabled' or 'Disabled'.",
+            "properties.trigger.sourceTrigger.status",
+        )
+    return source["status"]
+
+
 class ArmApi:
     """The ARM endpoint's request handling over a ``World``."""
 
@@ -170,6 +147,8 @@ class ArmApi:
         self.world = world
         self.engine = engine
         self.page_size = page_size
+        self.core = CoreArm(world, self._registry_body)  # subscriptions, tenants, generic resources
+        self.access = AccessArm(world)  # Microsoft.KeyVault/vaults and Microsoft.Authorization (emulator/arm_access.py)
         self.read_buckets: dict[str, TokenBucket] = {}
         self.write_buckets: dict[str, TokenBucket] = {}
         self.read_limits, self.write_limits = reads, writes
@@ -178,17 +157,25 @@ class ArmApi:
     async def handle(self, request: Request) -> Response:
         headers = {"x-ms-request-id": str(uuid.uuid4()), "x-ms-correlation-request-id": str(uuid.uuid4())}
         try:
-            principal = self._authenticate(request)
-            headers.update(self._throttle(request))
-            response = await self._route(request, principal)
+            if request.method == "GET" and request.url.path.rstrip("/").lower() == "/metadata/endpoints":
+                response = self._cloud_metadata(request)  # anonymous, as Azure serves it
+            else:
+                principal = self._authenticate(request)
+                headers.update(self._throttle(request))
+                response = await self._route(request, principal)
         except ArmError as e:
             response = e.response()
         response.headers.update(headers)
         return response
 
     def _authenticate(self, request: Request) -> str:
+        header = request.headers.get("authorization")
         try:
-            claims = self.world.authority.verify(request.headers.get("authorization"), ARM_AUDIENCE)
+            try:
+                claims = self.world.authority.verify(header, ARM_AUDIENCE)
+            except TokenError:
+                # ARM's second audience: az takes the cloud metadata's audiences[0], Azure's classic one
+                claims = self.world.authority.verify(header, ARM_CLASSIC_AUDIENCE)
         except TokenError as e:
             code = "AuthenticationFailed" if not request.headers.get("authorization") else "InvalidAuthenticationToken"
             raise ArmError(401, code, f"Authentication failed. {e}") from e
@@ -218,6 +205,10 @@ class ArmApi:
         return {header: str(remaining)}
 
     async def _route(self, request: Request, principal: str) -> Response:
+        if self.access.serves(request.url.path):
+            return await self.access.route(request, principal)
+        if CORE_RE.match(request.url.path):
+            return self.core.route(request)
         m = PATH_RE.match(request.url.path)
         if not m:
             raise ArmError(
@@ -228,16 +219,23 @@ class ArmApi:
             raise ArmError(404, "SubscriptionNotFound", f"The subscription '{g['sub']}' could not be found.")
         if g["rg"] is not None and g["rg"].lower() != self.world.rg.lower():
             raise ArmError(404, "ResourceGroupNotFound", f"Resource group '{g['rg']}' could not be found.")
+        response = await self._provider(request, principal, g)
+        kind = g["kind"] and KINDS[g["kind"].lower()]
+        response.headers.update(supported_versions_header(PIPELINE_API_VERSIONS if kind else REGISTRY_API_VERSIONS))
+        return response
+
+    async def _provider(self, request: Request, principal: str, g: dict[str, Any]) -> Response:
+        location = self.world.topo.get("location", "westeurope")
         if g["reg"] is None:
             return self._list_registries(request)
         registry = self._registry(g["reg"], g["rg"])
         if g["kind"] is None:
-            api_version_of(request, REGISTRY_API_VERSIONS)
+            api = api_version_of(request, REGISTRY_API_VERSIONS, "registries", location)
             if request.method != "GET":
                 raise ArmError(405, "MethodNotAllowed", "Only GET is served for registries by this stand-in.")
-            return JSONResponse(self._registry_body(registry))
-        api = api_version_of(request, PIPELINE_API_VERSIONS)
+            return JSONResponse(registry_view(self._registry_body(registry), api))
         kind = KINDS[g["kind"].lower()]
+        api = api_version_of(request, PIPELINE_API_VERSIONS, f"registries/{kind}", location)
         if g["op"]:
             return self._operation(g["op"])
         if g["name"] is None:
@@ -258,26 +256,34 @@ class ArmApi:
         )
 
     def _registry_body(self, name: str) -> dict[str, Any]:
-        url = self.world.endpoints.registries[name]
-        return {
-            "id": self.world.registry_id(name),
-            "name": name,
-            "type": f"{PROVIDER}/registries",
-            "location": self.world.topo.get("location", "westeurope"),
-            "sku": {"name": "Premium", "tier": "Premium"},
-            "properties": {
-                "loginServer": url.split("://", 1)[1],
-                "provisioningState": "Succeeded",
-                "adminUserEnabled": False,
-                "publicNetworkAccess": "Enabled",
-                "policies": {"exportPolicy": {"status": "enabled"}},
-                "creationDate": "2026-01-01T00:00:00+00:00",
+        """The registry at the newest api-version (``registry_view`` narrows it to the one asked)."""
+        return full_registry(
+            registry_id=self.world.registry_id(name),
+            name=name,
+            location=self.world.topo.get("location", "westeurope"),
+            login_server=self.world.endpoints.registries[name].split("://", 1)[1],
+            anonymous_pull=name in self.world.topo.get("anonymous_pull", []),
+            created=REGISTRY_CREATED,
+            system_data={
+                "createdBy": "admin@acrtransfer.onmicrosoft.com",
+                "createdByType": "User",
+                "createdAt": REGISTRY_CREATED,
+                "lastModifiedBy": "admin@acrtransfer.onmicrosoft.com",
+                "lastModifiedByType": "User",
+                "lastModifiedAt": REGISTRY_CREATED,
             },
-        }
+        )
 
     def _list_registries(self, request: Request) -> Response:
-        api_version_of(request, REGISTRY_API_VERSIONS)
-        return JSONResponse({"value": [self._registry_body(r) for r in self.world.topo["registries"]]})
+        location = self.world.topo.get("location", "westeurope")
+        api = api_version_of(request, REGISTRY_API_VERSIONS, "registries", location)
+        return JSONResponse(
+            {"value": [registry_view(self._registry_body(r), api) for r in self.world.topo["registries"]]}
+        )
+
+    def _cloud_metadata(self, request: Request) -> Response:
+        core_api_version(request)
+        return JSONResponse(cloud_metadata(self.world.endpoints.arm, self.world.endpoints.identity))
 
     # --- collections and operations --------------------------------------------------------------------
     def _list(self, request: Request, registry: str, kind: str, api: str) -> Response:
@@ -387,7 +393,7 @@ class ArmApi:
             "provisioningState": "Succeeded",
         }
         if kind == "importPipelines":
-            status = ((props.get("trigger") or {}).get("sourceTrigger") or {}).get("status") or "Enabled"
+            status = source_trigger_status(props)
             if status not in ("Enabled", "Disabled"):
                 raise ArmError(
                     400,
@@ -401,27 +407,50 @@ class ArmApi:
             "id": rid,
             "name": rid.rsplit("/", 1)[1],
             "type": f"{PROVIDER}/registries/{kind}",
-            "identity": self._identity(body.get("identity")),
+            "identity": self._identity(body.get("identity"), rid),
             "systemData": system_data(principal, existing["resource"]["systemData"]["createdAt"] if existing else None),
             "properties": resource_props,
         }
-        if body.get("location"):
+        if body.get("location"):  # the live service shows no location when the PUT sent none (recording)
             resource["location"] = body["location"]
         self.world.pipelines[rid.lower()] = {"resource": resource}
+        if existing is None:
+            self.world.grant_new_pipeline(resource)
         self.world.mark_dirty()
         return JSONResponse(render(resource, api), 200)
 
-    def _identity(self, identity: dict[str, Any] | None) -> dict[str, Any]:
+    def _identity(self, identity: dict[str, Any] | None, rid: str) -> dict[str, Any]:
+        """Each pipeline's own identity: a system-assigned principal stable for its resource id, and/or
+        user-assigned identities by resource id; ``type`` echoed in camel case as the live service does
+        (acr-transfer.md §2.3)."""
         identity = identity or {"type": "SystemAssigned"}
         kind = str(identity.get("type") or "SystemAssigned")
-        out: dict[str, Any] = {"type": kind[0].lower() + kind[1:]}
-        auth = self.world.authority
-        if "SystemAssigned" in kind:
-            out.update(principalId=auth.principal_id, tenantId=auth.tenant_id)
-        if "UserAssigned" in kind:
+        parts = [p.strip() for p in kind.split(",")]
+        if not parts or any(p.lower() not in ("systemassigned", "userassigned", "none") for p in parts):
+            raise ArmError(
+                400,
+                "InvalidIdentityType",
+                f"identity.type '{kind}' is invalid; use SystemAssigned, UserAssigned, "
+                "'SystemAssigned, UserAssigned' or None.",
+                "identity.type",
+            )
+        out: dict[str, Any] = {"type": ", ".join(p[0].lower() + p[1:] for p in parts)}
+        tenant = self.world.authority.tenant_id
+        if "systemassigned" in kind.lower():
+            out.update(principalId=system_identity(tenant, rid)[0], tenantId=tenant)
+        if "userassigned" in kind.lower():
+            named = identity.get("userAssignedIdentities") or {}
+            bad = [u for u in named if "/providers/microsoft.managedidentity/userassignedidentities/" not in u.lower()]
+            if not named or bad:
+                raise ArmError(
+                    400,
+                    "InvalidIdentity",
+                    "A UserAssigned identity needs userAssignedIdentities keyed by identity resource ids "
+                    f"(.../providers/Microsoft.ManagedIdentity/userAssignedIdentities/<name>); got {list(named)}.",
+                    "identity.userAssignedIdentities",
+                )
             out["userAssignedIdentities"] = {
-                uami: {"principalId": auth.principal_id, "clientId": auth.client_id}
-                for uami in (identity.get("userAssignedIdentities") or {})
+                uami: dict(zip(("principalId", "clientId"), user_identity(tenant, uami), strict=True)) for uami in named
             }
         return out
 
@@ -459,6 +488,6 @@ class ArmApi:
         base = f"{request.url.scheme}://{request.url.netloc}"
         headers = {
             "Azure-AsyncOperation": f"{base}{op['id']}?api-version={api}",
-            "api-supported-versions": ", ".join(PIPELINE_API_VERSIONS[-3:]),
+            **supported_versions_header(PIPELINE_API_VERSIONS),
         }
         return JSONResponse(render(resource, api), 201, headers=headers)

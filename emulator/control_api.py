@@ -10,6 +10,9 @@
   them): the lifetime of registry tokens issued from now on (``emulator.registry_auth``); ``GET`` shows them.
 - ``POST /_emulator/registries/{name}/anonymous-pull`` ``{"enabled": true|false}``: anonymous pull on that
   registry (tokens with ``pull`` only, from ``/oauth2/token`` without credentials); ``GET`` shows it.
+- Vault access (grant and revoke secret access by access policy or role assignment): the routes of
+  ``emulator.arm_access.access_control_routes`` under ``/_emulator/vaults/{vault}/…`` and
+  ``/_emulator/role-assignments``.
 - ``GET /_emulator/health``.
 
 Registry token lifetimes and anonymous pull live in memory: a restart goes back to the command line's
@@ -22,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from emulator.arm_access import access_control_routes
 from emulator.control import FaultRuleError
 from emulator.registry_auth import RegistryAccess
 from emulator.world import World
@@ -121,4 +125,5 @@ def control_routes(world: World, registry_access: RegistryAccess) -> list[Route]
         Route("/_emulator/registry-tokens", registry_tokens, methods=["GET", "POST"]),
         Route("/_emulator/registries/{name}/anonymous-pull", anonymous_pull, methods=["GET", "POST"]),
         Route("/_emulator/health", health, methods=["GET"]),
+        *access_control_routes(world),
     ]

@@ -4,6 +4,8 @@ Served: ``GET /secrets`` (list), ``GET /secrets/{name}[/{version}]``, ``PUT /sec
 ``PATCH /secrets/{name}/{version}`` (attributes, e.g. disable), ``GET /secrets/{name}/versions``,
 ``DELETE /secrets/{name}``. A request without a bearer token gets the 401 challenge the SDK expects; a
 disabled secret answers 403 ``Forbidden`` (inner ``SecretDisabled``); a missing one 404 ``SecretNotFound``.
+A caller the vault's access model (``emulator.access``) does not allow gets 403 ``Forbidden`` with inner
+``AccessDenied`` (access policies) or ``ForbiddenByRbac`` (Azure RBAC), in Key Vault's words.
 As in Azure, ``exp`` and ``nbf`` are attributes the caller must check: an expired secret is still returned.
 """
 
@@ -22,6 +24,8 @@ from starlette.routing import Route
 from emulator.auth import VAULT_AUDIENCE, TokenAuthority, TokenError
 
 ATTRIBUTE_KEYS = ("enabled", "nbf", "exp")
+# (token claims, operation, secret name or None) → (innererror code, message) when denied, else None
+AccessGuard = Callable[[dict[str, Any], str, "str | None"], "tuple[str, str] | None"]
 
 
 class VaultStore:
@@ -112,13 +116,16 @@ def _error(status: int, code: str, message: str, inner: str | None = None) -> JS
     return JSONResponse({"error": err}, status)
 
 
-def keyvault_app(store: VaultStore, authority: TokenAuthority, base_url: Callable[[], str]) -> Starlette:
-    """The vault's REST API over ``store``; ``base_url()`` is the vault URL used in secret ids."""
+def keyvault_app(
+    store: VaultStore, authority: TokenAuthority, base_url: Callable[[], str], guard: AccessGuard | None = None
+) -> Starlette:
+    """The vault's REST API over ``store``; ``base_url()`` is the vault URL used in secret ids; ``guard``
+    decides whether the caller may do an operation (default: anyone with a token)."""
     challenge = (
         f'Bearer authorization="https://login.microsoftonline.com/{authority.tenant_id}", resource="{VAULT_AUDIENCE}"'
     )
 
-    def authorise(request: Request) -> Response | None:
+    def authorise(request: Request, operation: str = "get", secret: str | None = None) -> Response | None:
         header = request.headers.get("authorization")
         if not header:
             return JSONResponse(
@@ -132,20 +139,22 @@ def keyvault_app(store: VaultStore, authority: TokenAuthority, base_url: Callabl
                 headers={"WWW-Authenticate": challenge},
             )
         try:
-            authority.verify(header, VAULT_AUDIENCE)
+            claims = authority.verify(header, VAULT_AUDIENCE)
         except TokenError as e:
             return JSONResponse(
                 {"error": {"code": "Unauthorized", "message": f"AKV10032: Invalid issuer or token. {e}"}},
                 401,
                 headers={"WWW-Authenticate": challenge},
             )
-        return None
+        denied = guard(claims, operation, secret) if guard else None
+        return _error(403, "Forbidden", denied[1], denied[0]) if denied else None
 
     def not_found(name: str) -> JSONResponse:
         return _error(404, "SecretNotFound", f"A secret with (name/id) {name} was not found in this key vault.")
 
     async def secret(request: Request) -> Response:
-        denied = authorise(request)
+        operation = {"PUT": "set", "DELETE": "delete", "PATCH": "update"}.get(request.method, "get")
+        denied = authorise(request, operation, request.path_params["name"])
         if denied:
             # the SDK's first request has no body; drain any so the connection stays usable
             await request.body()
@@ -189,7 +198,7 @@ def keyvault_app(store: VaultStore, authority: TokenAuthority, base_url: Callabl
         return JSONResponse(_bundle(base_url(), name, found))
 
     async def versions(request: Request) -> Response:
-        denied = authorise(request)
+        denied = authorise(request, "list", request.path_params["name"])
         if denied:
             return denied
         name = request.path_params["name"]
@@ -199,7 +208,7 @@ def keyvault_app(store: VaultStore, authority: TokenAuthority, base_url: Callabl
         return JSONResponse({"value": [_bundle(base_url(), name, v, False) for v in items], "nextLink": None})
 
     async def list_secrets(request: Request) -> Response:
-        denied = authorise(request)
+        denied = authorise(request, "list")
         if denied:
             return denied
         value = []

@@ -36,6 +36,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.routing import Route
 
+from emulator.access import system_identity
 from emulator.arm import ArmApi
 from emulator.auth import identity_app
 from emulator.azurite import Azurite, account_keys
@@ -130,7 +131,12 @@ class Emulator:
         identity = identity_app(w.authority, self.identity_header)
         w.endpoints.identity = self._endpoint("identity", ServiceMiddleware(identity, "identity", controller)).url
         for name, store in w.vaults.items():
-            app = keyvault_app(store, w.authority, lambda name=name: w.endpoints.vaults[name])  # type: ignore[misc]
+            app = keyvault_app(
+                store,
+                w.authority,
+                lambda name=name: w.endpoints.vaults[name],  # type: ignore[misc]
+                lambda claims, op, secret, name=name: w.access.caller_denied(name, claims, op, secret),  # type: ignore[misc]
+            )
             w.endpoints.vaults[name] = self._endpoint(
                 f"vault:{name}", ServiceMiddleware(app, "keyvault", controller)
             ).url
@@ -222,7 +228,7 @@ class Emulator:
                 "type": f"Microsoft.ContainerRegistry/registries/{kind}",
                 "identity": {
                     "type": "systemAssigned",
-                    "principalId": w.authority.principal_id,
+                    "principalId": system_identity(w.authority.tenant_id, rid)[0],
                     "tenantId": w.authority.tenant_id,
                 },
                 "systemData": {
@@ -236,6 +242,7 @@ class Emulator:
                 "properties": props,
             }
         }
+        w.grant_new_pipeline(w.pipelines[rid.lower()]["resource"])
 
     # --- outputs ---------------------------------------------------------------------------------------
     def write_outputs(self) -> Path:

@@ -27,6 +27,7 @@ from urllib.parse import quote
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError, ServiceRequestError
 from azure.storage.blob import BlobClient, ContainerClient, ContentSettings, LinearRetry
 
+from emulator.access import pipeline_principals, system_identity
 from emulator.oci import (
     ArtifactNotFound,
     ArtifactRefError,
@@ -279,8 +280,9 @@ class RunEngine:
         proxy, azurite = self.world.endpoints.storage, self.world.endpoints.azurite
         return azurite + uri[len(proxy) :] if proxy and uri.startswith(proxy) else uri
 
-    def _credential(self, endpoint: dict[str, Any]) -> Any:
-        """The SAS from the pipeline's Key Vault secret, or the pipeline identity in ManagedIdentity mode."""
+    def _credential(self, endpoint: dict[str, Any], pipeline: dict[str, Any]) -> Any:
+        """The SAS from the pipeline's Key Vault secret, read as the pipeline's identity (any of its principals
+        the vault allows), or the pipeline identity in ManagedIdentity mode."""
         if endpoint.get("storageAccessMode") == "ManagedIdentity":
             return self.world.authority.credential()
         uri = endpoint.get("keyVaultUri") or ""
@@ -288,12 +290,35 @@ class RunEngine:
         secret_name = uri.rstrip("/").split("/secrets/")[-1].split("/")[0] if "/secrets/" in uri else ""
         if vault is None or not secret_name:
             raise RunFailed(f"Failed to get the SAS token: Key Vault secret URI '{uri}' is not reachable.")
+        self._check_secret_access(vault.name, secret_name, uri, pipeline)
         secret = vault.get(secret_name)
         if secret is None:
             raise RunFailed(f"Failed to get the SAS token from Key Vault secret '{uri}': SecretNotFound.")
         if not secret["attributes"].get("enabled", True):
             raise RunFailed(f"Failed to get the SAS token from Key Vault secret '{uri}': the secret is disabled.")
         return str(secret["value"]).lstrip("?")
+
+    def _check_secret_access(self, vault: str, secret: str, uri: str, pipeline: dict[str, Any]) -> None:
+        """Key Vault's answer to the pipeline's identity: a RunFailed carrying its 403 when no principal may get."""
+        access = self.world.access
+        principals = pipeline_principals(pipeline)
+        if any(access.allowed(vault, oid, "get", secret) for oid in principals):
+            return
+        if not principals:
+            raise RunFailed(
+                f"Failed to get the SAS token from Key Vault secret '{uri}': the pipeline has no managed identity "
+                "to read it with."
+            )
+        identity = pipeline.get("identity") or {}
+        if identity.get("principalId"):
+            app = system_identity(self.world.authority.tenant_id, pipeline["id"])[1]
+        else:
+            app = next((u.get("clientId", "") for u in (identity.get("userAssignedIdentities") or {}).values()), "")
+        inner, message = access.denial(vault, principals[0], app, "get", secret)
+        raise RunFailed(
+            f"Failed to get the SAS token from Key Vault secret '{uri}' with the pipeline's managed identity "
+            f"(principalId {principals[0]}). Key Vault returned 403 Forbidden ({inner}): {message}"
+        )
 
     def _blob(self, container_uri: str, name: str, credential: Any) -> BlobClient:
         return BlobClient.from_blob_url(
@@ -330,7 +355,7 @@ class RunEngine:
         if not resolved:
             raise RunFailed("Export failed: none of the artifacts could be read. " + "; ".join(failures))
         blob_name = req["target"]["name"]
-        credential = self._credential(target)
+        credential = self._credential(target, pipeline)
         with tempfile.TemporaryDirectory(dir=self.workdir) as tmp:
             tar_path = Path(tmp) / "export.tar"
             with tar_path.open("wb") as out:
@@ -376,7 +401,7 @@ class RunEngine:
         source = pipeline["properties"]["source"]
         options = pipeline["properties"].get("options") or []
         blob_name = req["source"]["name"]
-        blob = self._blob(source["uri"], blob_name, self._credential(source))
+        blob = self._blob(source["uri"], blob_name, self._credential(source, pipeline))
         with tempfile.TemporaryDirectory(dir=self.workdir) as tmp:
             tar_path = Path(tmp) / "import.tar"
             try:
@@ -432,7 +457,7 @@ class RunEngine:
                 if "importPipelines" not in res["type"] or props["trigger"]["sourceTrigger"]["status"] != "Enabled":
                     continue
                 try:
-                    blobs = await asyncio.to_thread(self._qualifying_blobs, props["source"])
+                    blobs = await asyncio.to_thread(self._qualifying_blobs, props["source"], res)
                 except (RunFailed, HttpResponseError, ServiceRequestError):
                     continue  # the real trigger retries on its next scan
                 for blob_name, etag in blobs:
@@ -442,10 +467,10 @@ class RunEngine:
                     self.world.trigger_seen[seen] = time.time()
                     self._trigger_run(res, blob_name)
 
-    def _qualifying_blobs(self, source: dict[str, Any]) -> list[tuple[str, str]]:
+    def _qualifying_blobs(self, source: dict[str, Any], pipeline: dict[str, Any]) -> list[tuple[str, str]]:
         container = ContainerClient.from_container_url(
             self._direct(source["uri"]),
-            credential=self._credential(source),
+            credential=self._credential(source, pipeline),
             connection_verify=self.ca,
             retry_policy=LinearRetry(backoff=1, random_jitter_range=0, retry_total=1),
         )

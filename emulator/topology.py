@@ -3,6 +3,13 @@
 The default topology is the one every test, demo and benchmark uses (see the README). ``--topology FILE``
 takes a JSON document of the same shape as ``DEFAULT_TOPOLOGY``. Its ``"anonymous_pull"`` (optional) lists the
 registries that hand out anonymous pull tokens (default none, as in ACR).
+
+Vault access (``emulator.access``), all optional: ``"vault_access"`` gives a vault its model (``"rbac"``,
+``"grant_pipelines"``, ``"access_policies": [{"object_id", "secrets"}]``; a vault not named there lets the
+worker do anything and grants new pipelines), ``"role_assignments": [{"scope", "role", "principal"}]`` and
+``"role_definitions": {"<guid>": {"roleName", "permissions": [{"dataActions": [...]}]}}`` (custom roles).
+``"worker"`` names the stand-in's own managed identity. The default: sourcevault uses access policies,
+targetvault Azure RBAC, and both grant new pipelines secret get.
 """
 
 from __future__ import annotations
@@ -67,6 +74,17 @@ DEFAULT_TOPOLOGY: dict[str, Any] = {
             },
         },
     },
+    "vault_access": {
+        "sourcevault": {
+            "rbac": False,
+            "grant_pipelines": True,
+            "access_policies": [{"object_id": "worker", "secrets": ["get", "list", "set", "delete"]}],
+        },
+        "targetvault": {"rbac": True, "grant_pipelines": True},
+    },
+    "role_assignments": [
+        {"scope": "vault:targetvault", "role": "Key Vault Secrets Officer", "principal": "worker"},
+    ],
     "pipelines": [
         {
             "kind": "export",
@@ -153,6 +171,7 @@ def validate_topology(topo: dict[str, Any]) -> None:
     anonymous = topo.get("anonymous_pull", [])
     if not isinstance(anonymous, list) or any(r not in topo["registries"] for r in anonymous):
         raise TopologyError(f"'anonymous_pull' must list registries of the topology, not {anonymous!r}")
+    _validate_access(topo)
     for p in topo.get("pipelines", []):
         where = f"pipeline '{p.get('name')}'"
         if p.get("kind") not in ("export", "import"):
@@ -165,3 +184,16 @@ def validate_topology(topo: dict[str, Any]) -> None:
             raise TopologyError(f"{where}: unknown container {p.get('account')}/{p.get('container')}")
         if p.get("secret") and p["secret"] not in topo["vaults"].get(p.get("vault"), {}):
             raise TopologyError(f"{where}: unknown secret {p.get('vault')}/{p.get('secret')}")
+
+
+def _validate_access(topo: dict[str, Any]) -> None:
+    """``vault_access`` names known vaults; role assignments have a scope, a role and a principal."""
+    for vault, spec in (topo.get("vault_access") or {}).items():
+        if vault not in topo["vaults"]:
+            raise TopologyError(f"vault_access names unknown vault {vault!r}")
+        for p in spec.get("access_policies") or []:
+            if not isinstance(p, dict) or not isinstance(p.get("object_id"), str):
+                raise TopologyError(f"vault_access.{vault}: each access policy needs an 'object_id'")
+    for a in topo.get("role_assignments") or []:
+        if not isinstance(a, dict) or not all(isinstance(a.get(k), str) for k in ("scope", "role", "principal")):
+            raise TopologyError(f"role assignment {a!r} needs 'scope', 'role' and 'principal'")

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from emulator.access import AccessModel
 from emulator.auth import TokenAuthority
 from emulator.control import Controller
 from emulator.keyvault import VaultStore
@@ -68,6 +69,10 @@ class World:
             name: VaultStore(name, saved.get("vaults", {}).get(name), on_change=self.mark_dirty)
             for name in topo["vaults"]
         }
+        # who may read which vault's secrets (emulator.access), kept with the rest of the state
+        self.access = AccessModel(
+            topo, (self.authority.principal_id, self.authority.client_id), saved.get("access"), self.mark_dirty
+        )
         self.registries = {name: RegistryStore(state_dir / "registries" / name, name) for name in topo["registries"]}
         # ARM resources, keyed by lower-cased resource id (ARM ids are case-insensitive)
         self.pipelines: dict[str, dict[str, Any]] = saved.get("pipelines", {})
@@ -91,6 +96,11 @@ class World:
     def secret_uri(self, vault: str, secret: str) -> str:
         return f"{self.endpoints.vaults[vault]}/secrets/{secret}"
 
+    def vault_name_for_uri(self, uri: str) -> str | None:
+        """The name of the vault a secret URI points at (matched on scheme://host:port)."""
+        base = "/".join(uri.split("/")[:3]).lower()
+        return next((name for name, url in self.endpoints.vaults.items() if url.lower() == base), None)
+
     def vault_for_uri(self, uri: str) -> VaultStore | None:
         """The vault a secret URI points at (matched on scheme://host:port)."""
         base = "/".join(uri.split("/")[:3]).lower()
@@ -98,6 +108,15 @@ class World:
             if url.lower() == base:
                 return self.vaults[name]
         return None
+
+    def grant_new_pipeline(self, resource: dict[str, Any]) -> None:
+        """A new SasToken pipeline's identities get secret get on the vault its keyVaultUri names, as
+        Microsoft's template grants it, when that vault has ``grant_pipelines`` (``emulator.access``)."""
+        props = resource["properties"]
+        end = props.get("target") or props.get("source") or {}
+        vault = self.vault_name_for_uri(end.get("keyVaultUri") or "")
+        if end.get("storageAccessMode", "SasToken") == "SasToken" and vault:
+            self.access.grant_pipeline(vault, resource)
 
     def registry_name_of(self, resource_id: str) -> str | None:
         parts = resource_id.strip("/").split("/")
@@ -129,6 +148,7 @@ class World:
             "saved_at": time.time(),
             "seeded": self.seeded,
             "vaults": {name: v.to_json() for name, v in self.vaults.items()},
+            "access": self.access.to_json(),
             "pipelines": self.pipelines,
             "runs": self.runs,
             "operations": self.operations,

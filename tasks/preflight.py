@@ -11,7 +11,7 @@ from acr_transfer.preflight import Check
 from acr_transfer.settings import get_settings
 from acr_transfer.sync import SendReason
 from tasks import clients
-from tasks.retry import step_options
+from tasks.retry import outlasting, step_options
 
 
 @task(name="check-pipeline", **step_options())
@@ -23,25 +23,31 @@ def check_pipeline(registry: RegistryAddress, kind: str, name: str) -> tuple[Che
 
 
 @task(name="check-export-side", **step_options())
+@outlasting("preflight of the export side")
 def check_export_side(ctx: TransferContext) -> list[Check]:
-    """Export SAS secret, container, and free blob names (this transfer's own finished blobs excepted)."""
-    own = steps.own_blobs(clients.shared().arm, ctx)
-    checks = preflight.check_export_side(ctx, clients.shared().vault, clients.shared().storage, own)
+    """Export pipeline identity, SAS secret, container, and free blob names (this transfer's own finished blobs
+    excepted)."""
+    azure = clients.shared()
+    own = steps.own_blobs(azure.arm, ctx)
+    checks = preflight.check_export_side(ctx, azure.vault, azure.storage, own, azure.vault_access)
     for c in checks:
         get_run_logger().info("%s", c.line)
     return checks
 
 
 @task(name="check-import-side", **step_options())
+@outlasting("preflight of the import side")
 def check_import_side(ctx: TransferContext) -> list[Check]:
-    """Import SAS secret and container, and the bridge secret when the blob must be copied."""
-    checks = preflight.check_import_side(ctx, clients.shared().vault, clients.shared().storage)
+    """Import pipeline identity, SAS secret and container, and the bridge secret when the blob must be copied."""
+    azure = clients.shared()
+    checks = preflight.check_import_side(ctx, azure.vault, azure.storage, azure.vault_access)
     for c in checks:
         get_run_logger().info("%s", c.line)
     return checks
 
 
 @task(name="check-artifacts", **step_options())
+@outlasting("preflight of the artifacts")
 def check_artifacts(ctx: TransferContext) -> list[Check]:
     """Every artifact exists in the source; no tag conflict in the target unless OverwriteTags."""
     if not get_settings().verify_digests:

@@ -19,6 +19,7 @@ from acr_transfer.azure.acr_listing import RegistryListing
 from acr_transfer.azure.keyvault import KeyVaultSecrets
 from acr_transfer.azure.registry import RegistryAddress, RegistryArm
 from acr_transfer.azure.storage import BlobStorage
+from acr_transfer.azure.vault_access import VaultAccessReader
 from acr_transfer.polling import PollPlan
 from acr_transfer.settings import Settings
 from acr_transfer.watcher import RunWatcher
@@ -72,6 +73,11 @@ class AzureClients:
     @cached_property
     def vault(self) -> KeyVaultSecrets:
         return KeyVaultSecrets(self.settings, self.credential)
+
+    @cached_property
+    def vault_access(self) -> VaultAccessReader:
+        """Vaults' access models and role assignments, read through the ARM adapter (its budget shared)."""
+        return VaultAccessReader(self.arm)
 
     @cached_property
     def storage(self) -> BlobStorage:

@@ -78,6 +78,8 @@ class PipelineFacts:
     storage_access_mode: str
     options: tuple[str, ...]
     source_trigger: str | None  # import only: "Enabled" | "Disabled"
+    # the pipeline's identities (system-assigned first, then user-assigned): who its runs read Key Vault as
+    principals: tuple[str, ...] = ()
 
     @property
     def trigger_enabled(self) -> bool:
@@ -165,7 +167,17 @@ def _pipeline_facts(body: dict[str, Any]) -> PipelineFacts:
         storage_access_mode=end.get("storageAccessMode") or StorageAccessMode.SAS_TOKEN,
         options=tuple(props.get("options") or ()),
         source_trigger=trigger,
+        principals=_principals(body.get("identity") or {}),
     )
+
+
+def _principals(identity: dict[str, Any]) -> tuple[str, ...]:
+    """``identity.principalId`` (system-assigned) and each ``userAssignedIdentities[*].principalId``."""
+    found = [str(identity["principalId"])] if identity.get("principalId") else []
+    for entry in (identity.get("userAssignedIdentities") or {}).values():
+        if isinstance(entry, dict) and entry.get("principalId"):
+            found.append(str(entry["principalId"]))
+    return tuple(found)
 
 
 class RegistryArm:

@@ -20,7 +20,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
@@ -187,6 +187,44 @@ class BlobStorage:
         except AuthError as e:  # the copy reads its source with the source SAS: that one failed
             side = "source" if e.code == "CannotVerifyCopySource" else "target"
             raise CopyRefused(e.message, side=side, code=e.code, status=e.status) from None
+
+    def delegated_read_sas(self, container_uri: str, blob: str, valid_for: timedelta) -> SasToken:
+        """A read-only SAS for one blob signed with a user delegation key of this worker's identity: how a bridge
+        reads the blob of a ManagedIdentity export pipeline (no SAS in Key Vault) and still copies server-side.
+
+        Args:
+            container_uri: the export pipeline's container.
+            blob: the blob to read.
+            valid_for: how long the SAS lasts (at most 7 days, the key's limit); the copy must start and, for a
+                large blob, finish within it.
+
+        Raises:
+            AuthError: the identity may not get a user delegation key (it needs a data role, e.g. Storage Blob
+                Data Reader, on the account).
+            TransientError: storage stayed throttled or unavailable through our retries.
+        """
+        from azure.storage.blob import BlobSasPermissions, BlobServiceClient, generate_blob_sas
+
+        with self._container(container_uri, None) as container:
+            account, name = container.account_name, container.container_name
+        account_url = container_uri.rstrip("/").rsplit("/", 1)[0]
+        start = datetime.now(UTC) - timedelta(minutes=5)  # clock skew
+        expiry = datetime.now(UTC) + min(valid_for, timedelta(days=7) - timedelta(minutes=10))
+        service = BlobServiceClient(
+            account_url, credential=self._token_credential(), retry_total=0, **self._settings.connection_kwargs()
+        )
+        with service:
+            key = self._call(
+                lambda: service.get_user_delegation_key(start, expiry),
+                f"get a user delegation key for account {account_url}",
+                None,
+                "r",
+            )
+        token = generate_blob_sas(
+            account, name, blob, user_delegation_key=key, permission=BlobSasPermissions(read=True), expiry=expiry,
+            start=start, protocol="https",
+        )  # fmt: skip
+        return SasToken.parse(token, where=f"the user-delegation SAS for blob '{blob}'")
 
     def delete_blob(self, container_uri: str, blob: str, sas: SasToken | None) -> bool:
         """Delete a blob and its snapshots.

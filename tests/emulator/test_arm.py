@@ -128,6 +128,8 @@ def test_import_run_needs_a_source_blob(standin: StandIn) -> None:
 def test_unknown_api_version_and_missing_or_bad_tokens(standin: StandIn) -> None:
     path = runs_path(standin)
     r = raw(standin, "GET", f"{path}?api-version=2018-01-01")
+    assert r.status_code == 400 and r.json()["error"]["code"] == "NoRegisteredProviderFound"
+    r = raw(standin, "GET", f"{path}?api-version=latest")
     assert r.status_code == 400 and r.json()["error"]["code"] == "InvalidApiVersionParameter"
     r = raw(standin, "GET", f"{path}?api-version=2025-03-01-preview", token=None)
     assert r.status_code == 401 and r.json()["error"]["code"] == "AuthenticationFailed"

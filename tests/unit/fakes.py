@@ -16,10 +16,11 @@ from typing import Any
 from acr_transfer.azure.keyvault import SecretFacts
 from acr_transfer.azure.registry import PipelineFacts, RegistryAddress, RunState
 from acr_transfer.azure.storage import BlobFacts
+from acr_transfer.azure.vault_access import VaultAccessFacts
 from acr_transfer.context import TransferContext, resolve
 from acr_transfer.errors import NotFoundError
 from acr_transfer.models import TransferRequest, TransferRoute
-from acr_transfer.ports import Blobs, PipelineRuns, Secrets
+from acr_transfer.ports import Blobs, PipelineRuns, Secrets, VaultAccess
 from acr_transfer.sas import SasToken
 
 SUB = "00000000-0000-0000-0000-000000000001"
@@ -211,6 +212,7 @@ class FakeBlobs:
     checked: list[tuple[str, SasToken | None]] = field(default_factory=list)
     looked_up: list[tuple[str, str, SasToken | None]] = field(default_factory=list)
     copies: list[tuple[str, str, SasToken, str, SasToken | None]] = field(default_factory=list)
+    delegated: list[tuple[str, str]] = field(default_factory=list)  # user-delegation SAS asked for (container, blob)
 
     def add_container(self, uri: str, *blobs: str) -> None:
         self.containers.setdefault(uri.rstrip("/"), {}).update({b: blob_facts(b) for b in blobs})
@@ -245,6 +247,11 @@ class FakeBlobs:
             raise NotFoundError(f"blob '{blob}' does not exist in {source_container_uri}")
         self._container(target_container_uri)[blob] = facts
         return facts
+
+    def delegated_read_sas(self, container_uri: str, blob: str, valid_for: timedelta) -> SasToken:
+        self.delegated.append((container_uri, blob))
+        self._container(container_uri)
+        return sas_token("r", expires_in=valid_for, sr="b")
 
 
 # --- Key Vault ----------------------------------------------------------------------------------------------------
@@ -450,3 +457,31 @@ class FakeClock:
 def _satisfy_ports(runs: FakeRuns, blobs: FakeBlobs, secrets: FakeSecrets) -> tuple[PipelineRuns, Blobs, Secrets]:
     # mypy checks here that each fake satisfies its Protocol
     return runs, blobs, secrets
+
+
+# --- ARM: who may read a vault's secrets ----------------------------------------------------------------------
+
+
+@dataclass
+class FakeVaultAccess:
+    """``VaultAccess`` in memory: ``vaults[vault URL]`` is the vault's facts (or an exception to raise); a URI
+    of another vault raises NotFoundError. ``asked`` lists (subscription, secret URI, principals) per call."""
+
+    vaults: dict[str, VaultAccessFacts | Exception] = field(default_factory=dict)
+    asked: list[tuple[str, str, tuple[str, ...]]] = field(default_factory=list)
+
+    def vault_access(self, subscription: str, secret_uri: str, principals: Sequence[str]) -> VaultAccessFacts:
+        self.asked.append((subscription, secret_uri, tuple(principals)))
+        base = secret_uri.split("/secrets/")[0]
+        found = self.vaults.get(base)
+        if found is None:
+            raise NotFoundError(
+                f"no key vault with URI {base} is visible to this identity in subscription {subscription}"
+            )
+        if isinstance(found, Exception):
+            raise found
+        return found
+
+
+def _satisfy_access_port(access: FakeVaultAccess) -> VaultAccess:
+    return access

@@ -400,14 +400,17 @@ def test_bridge_is_not_needed_when_both_pipelines_share_a_container() -> None:
     assert azure.blobs.copies == []
 
 
-def test_bridge_refuses_a_managed_identity_export_pipeline_naming_it() -> None:
+def test_bridge_from_a_managed_identity_export_pipeline_reads_with_a_delegated_sas() -> None:
     ctx = make_ctx(import_container=IMPORT_CONTAINER, export_mode="ManagedIdentity", export_secret=None)
     azure = FakeAzure.for_ctx(ctx)
-    with pytest.raises(PermanentError) as info:
-        steps.bridge(azure.blobs, azure.secrets, ctx, run_state(xname(1), blob=BLOB))
-    assert "route 'demo'" in info.value.message
-    assert "export pipeline 'exportpipeline' in SasToken mode" in info.value.message
-    assert azure.blobs.copies == []
+    azure.blobs.add_container(EXPORT_CONTAINER, BLOB)
+    steps.bridge(azure.blobs, azure.secrets, ctx, run_state(xname(1), blob=BLOB))
+    assert azure.blobs.delegated == [(EXPORT_CONTAINER, BLOB)]  # signed by the worker's identity, for this blob
+    [(source, blob, source_sas, target, _)] = azure.blobs.copies
+    assert (source, blob, target) == (EXPORT_CONTAINER, BLOB, IMPORT_CONTAINER)
+    assert source_sas.permissions == "r" and source_sas.resource == "b"
+    assert source_sas.expiry is not None  # lasts the route's deadline and an hour, not open-ended
+    assert ctx.export.secret_uri is None and all(uri != ctx.export.secret_uri for uri in azure.secrets.read)
 
 
 @pytest.mark.parametrize("bridge_secret", [BRIDGE_SECRET, None], ids=["bridge-sas", "worker-identity-writes"])
