@@ -25,7 +25,7 @@ import json
 import os
 import re
 from functools import lru_cache
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -78,6 +78,15 @@ class Settings(BaseSettings):
     read_budget: str = Field("arm-reads", description="Prefect rate limit name prefix for ARM reads")
     read_budget_burst: int = Field(200, ge=1, description="Reads that may go at once (ARM allows 250)")
     read_budget_per_second: float = Field(20.0, gt=0, description="Sustained reads per second (ARM refills 25/s)")
+    read_budget_reserve: float = Field(
+        25, ge=1, description="ARM reads left to others: a read waits while ARM's remaining count is no higher"
+    )
+    read_budget_shared: Literal["arm", "prefect"] = Field(
+        "arm",
+        description="How workers share ARM's read budget: 'arm' follows ARM's own remaining-reads counter; "
+        "'prefect' also takes coarse leases of a Prefect rate limit",
+    )
+    read_budget_lease_chunk: int = Field(25, ge=1, description="Reads per Prefect lease call ('prefect' sharing)")
     poll_min_seconds: float = Field(0.5, gt=0, description="Shortest wait between two reads of one run")
     poll_max_seconds: float = Field(15.0, gt=0, description="Longest wait between two reads of one run")
     storage_retry_total: int = Field(3, ge=0, description="Retries of the storage SDK for one call")

@@ -1,4 +1,5 @@
-"""The process's one :class:`~acr_transfer.azure.clients.AzureClients`, with the shared ARM read budget wired in.
+"""The process's one :class:`~acr_transfer.azure.clients.AzureClients`, with the ARM read budget's optional
+Prefect share wired in.
 
 Tasks ask :func:`shared` for it; it is built from :func:`~acr_transfer.settings.get_settings` on first use.
 A test (or an embedding program) builds its own with :func:`build` and puts it in place with :func:`install`
@@ -18,14 +19,15 @@ _shared: AzureClients | None = None
 
 
 def build(settings: Settings | None = None, credential: object | None = None) -> AzureClients:
-    """Clients whose ARM reads spend the Prefect read budget of their subscription."""
+    """Clients whose ARM reads are paced by ARM's read budget; with ``read_budget_shared=prefect``, workers also
+    share it through coarse leases of a Prefect rate limit."""
     settings = settings or get_settings()
-    budget = ReadBudget(settings)
+    budget = ReadBudget(settings) if settings.read_budget_shared == "prefect" else None
     return AzureClients(
         settings,
         credential if credential is not None else get_credential(),
-        before_read=budget.spend,
-        on_close=budget.close,
+        read_lease=budget.lease if budget is not None else None,
+        on_close=budget.close if budget is not None else None,
     )
 
 

@@ -8,10 +8,11 @@ Both are Prefect global concurrency limits, so they hold across every process an
   flow run has ended, or that nobody has recorded (Prefect 3.9 keeps leases in memory by default, and a server
   restart forgets them while the slot stays counted); a holder whose lease was forgotten takes it back before
   its next pipeline run (:func:`ensure_route_held`);
-- the **read budget** is a rate limit ``<read_budget>-<subscription>`` (burst ``read_budget_burst``, refilled
-  at ``read_budget_per_second``) that every ARM read takes a slot of, keeping all transfers together below
-  ARM's 250 burst and 25/s. ``ensure_read_budget`` creates it when missing (``acr-transfer setup`` does the
-  same, idempotently).
+- the optional **shared read budget** (``ACR_TRANSFER_READ_BUDGET_SHARED=prefect``) is a rate limit
+  ``<read_budget>-<subscription>`` (burst ``read_budget_burst``, refilled at ``read_budget_per_second``) that
+  each worker's read pacer (``acr_transfer/azure/read_budget.py``) leases ``read_budget_lease_chunk`` reads of
+  at a time. By default workers share ARM's own remaining-reads counter instead, and make no Prefect call for
+  reads. ``ensure_read_budget`` creates it when missing (``acr-transfer setup`` does the same, idempotently).
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ from acr_transfer.errors import retry_after_seconds
 from acr_transfer.settings import Settings
 
 log = logging.getLogger("acr_transfer.budget")
-READ_CHUNK = 4
 LEASE_SECONDS = 120
 STALE_AFTER = 10.0  # seconds a taken slot may go without a recorded holder before it counts as stranded
 
@@ -401,7 +401,7 @@ def live_holder(route: str, transfer_id: str | None = None) -> LockHolder | None
 
 
 class ReadBudget:
-    """The shared ARM read budget, spent a few reads per Prefect API call (see the module docstring).
+    """The shared ARM read budget as coarse leases: a chunk of reads per Prefect API call (see the module docstring).
 
     This is ``prefect.concurrency.sync.rate_limit`` done directly: inside a task run, Prefect routes that call
     through its slot-acquisition service, which added about 2 s to every read here; the API call itself takes
@@ -412,12 +412,12 @@ class ReadBudget:
         self.settings = settings
         self.api = api or PrefectApi()
         self._known: set[str] = set()
-        self._prepaid: dict[str, int] = {}
         self._lock = threading.Lock()
         self._last_warning = 0.0
 
-    def spend(self, subscription: str) -> None:
-        """Take one ARM read from the budget (blocks while it is empty)."""
+    def lease(self, subscription: str, reads: int) -> None:
+        """Take ``reads`` ARM reads from the shared budget in one Prefect API call (blocks while it is empty):
+        the worker's read pacer asks for a chunk at a time, never a call per read."""
         from prefect.exceptions import PrefectHTTPStatusError
 
         name = budget_name(subscription, self.settings)
@@ -425,15 +425,10 @@ class ReadBudget:
             if name not in self._known:
                 ensure_read_budget(subscription, self.settings)
                 self._known.add(name)
-            if self._prepaid.get(name, 0) > 0:  # a read already paid for by the last chunk
-                self._prepaid[name] -= 1
-                return
         while True:
             try:
-                # a few reads per API call: each call is a write on the Prefect server, which on SQLite stalls
-                # under concurrent writes; the budget stays exact, only its accounting is batched
-                self.api().increment_concurrency_slots(names=[name], slots=READ_CHUNK, mode="rate_limit")
-                break
+                self.api().increment_concurrency_slots(names=[name], slots=reads, mode="rate_limit")
+                return
             except PrefectHTTPStatusError as e:
                 if e.response.status_code == 423:
                     time.sleep(_retry_after(e.response, 0.1))
@@ -445,8 +440,6 @@ class ReadBudget:
             except httpx.HTTPError as e:
                 self._unavailable(name, type(e).__name__)
                 return
-        with self._lock:
-            self._prepaid[name] = self._prepaid.get(name, 0) + READ_CHUNK - 1
 
     def _unavailable(self, name: str, why: str) -> None:
         """The budget is a courtesy to ARM, whose own 429 + Retry-After stays the safety net: when Prefect cannot

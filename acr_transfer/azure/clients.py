@@ -17,14 +17,13 @@ from typing import Any
 from acr_transfer.azure.acr_data import RegistryDataPlane
 from acr_transfer.azure.acr_listing import RegistryListing
 from acr_transfer.azure.keyvault import KeyVaultSecrets
+from acr_transfer.azure.read_budget import Lease, ReadPacer
 from acr_transfer.azure.registry import RegistryAddress, RegistryArm
 from acr_transfer.azure.storage import BlobStorage
 from acr_transfer.azure.vault_access import VaultAccessReader
 from acr_transfer.polling import PollPlan
 from acr_transfer.settings import Settings
 from acr_transfer.watcher import RunWatcher
-
-ReadHook = Callable[[str], None]
 
 
 class AzureClients:
@@ -33,8 +32,9 @@ class AzureClients:
     Args:
         settings: where Azure is and how to poll it.
         credential: the identity (default: the settings' ``DefaultAzureCredential``).
-        before_read: called with the subscription before every ARM read, to spend a shared read budget.
-        on_close: called once by :meth:`close` (e.g. to close the budget's own API client).
+        read_lease: optional cross-worker share of ARM's read budget, called for a chunk of reads at a time
+            (``ReadPacer``'s ``lease``); without it, workers share ARM's own remaining-reads counter.
+        on_close: called once by :meth:`close` (e.g. to close the lease's own API client).
     """
 
     def __init__(
@@ -42,19 +42,24 @@ class AzureClients:
         settings: Settings,
         credential: Any | None = None,
         *,
-        before_read: ReadHook | None = None,
+        read_lease: Lease | None = None,
         on_close: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
         self.credential = credential if credential is not None else settings.credential()
-        self._before_read = before_read
+        self._read_lease = read_lease
         self._on_close = on_close
         self._lock = threading.Lock()
         self._login_servers: dict[str, str] = {}
 
     @cached_property
+    def read_pacer(self) -> ReadPacer:
+        """ARM's read budget for this process: an azure-core policy on every ARM client of the holder."""
+        return ReadPacer.from_settings(self.settings, self._read_lease)
+
+    @cached_property
     def arm(self) -> RegistryArm:
-        return RegistryArm(self.settings, self.credential, before_read=self._before_read)
+        return RegistryArm(self.settings, self.credential, self.read_pacer)
 
     @cached_property
     def watcher(self) -> RunWatcher:

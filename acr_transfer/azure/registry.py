@@ -7,20 +7,22 @@ redaction) but reads raw JSON, because the 14.x models drop what we need: ``stor
 initial response is taken (``Azure-AsyncOperation`` is not followed) and the run is then read back with
 GET, whose ``provisioningState``, ``response.status`` and ``pipelineRunErrorMessage`` decide the outcome.
 
-Every read first calls ``before_read()`` — the hook through which callers spend a shared read budget.
+Every GET is paced by the ARM read budget (:mod:`acr_transfer.azure.read_budget`), an azure-core policy on the
+client's pipeline that ``AzureClients`` owns.
 """
 
 from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from azure.core.rest import HttpRequest, HttpResponse
 
+from acr_transfer.azure.read_budget import ReadBudgetPolicy, ReadPacer
 from acr_transfer.errors import AcrTransferError, NotFoundError, classify, from_status, retry_after_from_headers
 from acr_transfer.settings import Settings, get_credential, get_settings
 
@@ -181,23 +183,23 @@ def _principals(identity: dict[str, Any]) -> tuple[str, ...]:
 
 
 class RegistryArm:
-    """ARM calls for pipelines and runs, with a read hook for the shared budget.
+    """ARM calls for pipelines and runs, every GET paced by the read budget.
 
     Args:
         settings: where ARM is; default ``get_settings()``.
         credential: token credential; default ``get_credential()``.
-        before_read: called before every GET (e.g. to take a slot of a rate limit).
+        pacer: the process's ARM read budget (one per ``AzureClients``); default: one of its own.
     """
 
     def __init__(
         self,
         settings: Settings | None = None,
         credential: Any | None = None,
-        before_read: Callable[[str], None] | None = None,
+        pacer: ReadPacer | None = None,
     ) -> None:
         self.settings = settings or get_settings()
         self.credential = credential or get_credential()
-        self.before_read = before_read or (lambda subscription: None)
+        self.pacer = pacer or ReadPacer.from_settings(self.settings)
         self._clients: dict[str, Any] = {}
         self._lock = threading.Lock()
         self.remaining_reads: int | None = None
@@ -214,13 +216,12 @@ class RegistryArm:
                     base_url=self.settings.arm_base_url,
                     credential_scopes=[self.settings.arm_token_scope],
                     retry_total=self.settings.arm_retry_total,
+                    per_call_policies=[ReadBudgetPolicy(self.pacer)],
                     **self.settings.connection_kwargs(),
                 )
             return self._clients[subscription]
 
     def _send(self, subscription: str, method: str, path: str, api: str, what: str, body: Any = None) -> HttpResponse:
-        if method == "GET":
-            self.before_read(subscription)
         url = f"{self.settings.arm_base_url}{path}?api-version={api}"
         request = HttpRequest(method, url, json=body) if body is not None else HttpRequest(method, url)
         try:
@@ -291,7 +292,6 @@ class RegistryArm:
             next_link = page.get("nextLink")
             if not next_link:
                 return
-            self.before_read(registry.subscription)
             try:
                 response = self._client(registry.subscription)._send_request(HttpRequest("GET", next_link))
             except Exception as e:

@@ -177,7 +177,6 @@ class VaultAccessReader:
         return self._send(subscription, HttpRequest("GET", url, params=params), what)
 
     def _send(self, subscription: str, request: HttpRequest, what: str) -> dict[str, Any]:
-        self.arm.before_read(subscription)
         try:
             response: HttpResponse = self.arm._client(subscription)._send_request(request)
         except AcrTransferError:
