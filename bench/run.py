@@ -33,7 +33,7 @@ OUT = ROOT / "bench"
 RUN_SECONDS = float(os.environ.get("BENCH_RUN_SECONDS", "10"))
 LEVELS = [int(x) for x in os.environ.get("BENCH_LEVELS", "1,10,50,100").split(",")]
 BRIDGE_BYTES = int(os.environ.get("BENCH_BRIDGE_BYTES", str(1024**3)))
-SCENARIOS = ("single", "concurrency", "bridge", "select", "diff")
+SCENARIOS = ("single", "concurrency", "bridge", "select", "diff", "prefect-api", "large")
 GROUPS = {"all": SCENARIOS, "transfer": ("single", "concurrency", "bridge"), "sync": ("select", "diff")}
 
 
@@ -413,6 +413,22 @@ def write_outputs(results: dict[str, Any]) -> None:
             f"{bridge['bytes_through_worker']} | 0 blob bytes |"
         )
     md += sync_bench.markdown_rows(merged)
+    import large_bench
+
+    md += large_bench.markdown_rows(merged)
+    if merged.get("prefect_api"):
+        import prefect_api_bench
+
+        now, before = merged["prefect_api"], merged.get("prefect_api_before")
+        md += [
+            "",
+            f"Prefect API requests per transfer: {now['per_transfer']} (one batch), {now['per_extra_batch']} per "
+            "further batch"
+            + (f"; before: {before['per_transfer']} and {before['per_extra_batch']}" if before else "")
+            + ".",
+            "",
+            *prefect_api_bench.markdown_rows(now, before),
+        ]
     (OUT / "results.md").write_text("\n".join(md) + "\n")
     if results.get("concurrency"):
         plot(results["concurrency"])
@@ -478,6 +494,22 @@ def main() -> int:
         if "diff" in wanted:
             print(f"▶ sync: {sync_bench.DIFF_CHANGED} of {sync_bench.DIFF_TAGS:,} tags changed vs full", flush=True)
             results["sync_diff"] = {"run_seconds": RUN_SECONDS, **sync_bench.scenario_diff(stack, home)}
+        if "large" in wanted:
+            import large_bench
+
+            print(f"▶ one route of {large_bench.ARTIFACTS:,} artifacts", flush=True)
+            results["large_route"] = {"run_seconds": RUN_SECONDS, **large_bench.scenario_large(stack, home)}
+        if "prefect-api" in wanted:
+            import prefect_api_bench
+
+            print("▶ Prefect API requests per transfer", flush=True)
+            results["prefect_api"] = prefect_api_bench.scenario_prefect_api(stack, home)
+            if os.environ.get("BENCH_BEFORE_ROOT"):  # the same cases with an older checkout's code
+                os.environ["BENCH_CODE_ROOT"] = os.environ["BENCH_BEFORE_ROOT"]
+                try:
+                    results["prefect_api_before"] = prefect_api_bench.scenario_prefect_api(stack, home)
+                finally:
+                    os.environ.pop("BENCH_CODE_ROOT")
         write_outputs(results)
         print((OUT / "results.md").read_text())
     finally:

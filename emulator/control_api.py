@@ -3,7 +3,7 @@
 - ``POST /_emulator/faults`` a fault rule (see ``emulator.control``); ``GET`` lists; ``DELETE`` clears.
 - ``POST /_emulator/runs/{runName}/outcome`` ``{"fail": "<message>"}`` or ``{"hang": true}``: that run
   (when it next executes) ends that way.
-- ``GET /_emulator/runs``: every run with its state and the moment (epoch) it became terminal.
+- ``GET /_emulator/runs``: every run with its state and the moments (epoch) it was created and became terminal.
 - ``GET /_emulator/requests`` the request log ``[{service, method, path, status, at}]``; ``DELETE`` clears.
 - ``POST /_emulator/speed`` ``{"min_seconds", "bytes_per_second", "trigger_interval"}``: change pacing.
 - ``POST /_emulator/registry-tokens`` ``{"access_seconds", "refresh_seconds", "anonymous_seconds"}`` (any of
@@ -67,6 +67,7 @@ def control_routes(world: World, registry_access: RegistryAccess) -> list[Route]
                     "registry": rec["registry"],
                     "provisioningState": res["properties"]["provisioningState"],
                     "status": res["properties"]["response"].get("status"),
+                    "started_at": rec.get("started_at"),
                     "finished_at": rec.get("finished_at"),
                 }
             )

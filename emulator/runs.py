@@ -171,6 +171,7 @@ class RunEngine:
             "fingerprint": fingerprint,
             "operation": op_name.lower(),
             "registry": registry,
+            "started_at": time.time(),
         }
         self.world.mark_dirty()
         self.start(key)

@@ -32,6 +32,7 @@ import httpx
 
 from acr_transfer.errors import retry_after_seconds
 from acr_transfer.settings import Settings
+from tasks.bookkeeping import quick
 
 log = logging.getLogger("acr_transfer.budget")
 LEASE_SECONDS = 120
@@ -427,7 +428,8 @@ class ReadBudget:
                 self._known.add(name)
         while True:
             try:
-                self.api().increment_concurrency_slots(names=[name], slots=reads, mode="rate_limit")
+                with quick():  # tried once: the client's retries would hold the read for half a minute
+                    self.api().increment_concurrency_slots(names=[name], slots=reads, mode="rate_limit")
                 return
             except PrefectHTTPStatusError as e:
                 if e.response.status_code == 423:

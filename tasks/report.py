@@ -17,6 +17,7 @@ from acr_transfer.preflight import Check
 from acr_transfer.results import ExportedBlob, TransferResult, markdown, plan_markdown
 from acr_transfer.sync import SyncPlan
 from tasks import clients
+from tasks.bookkeeping import bookkeeping
 
 
 def _resources(ctx: TransferContext, blobs: list[str]) -> list[dict[str, str]]:
@@ -62,7 +63,8 @@ def label_run(ctx: TransferContext) -> None:
     if run_id is None:
         return
     wanted = f"route:{ctx.route.name}"
-    try:
+
+    def rename() -> None:
         with get_client(sync_client=True) as client:
             tags = list(flow_run.get_tags() or [])
             client.update_flow_run(
@@ -70,23 +72,32 @@ def label_run(ctx: TransferContext) -> None:
                 name=f"{ctx.route.name}-{ctx.transfer_id}",
                 tags=tags if wanted in tags else [*tags, wanted],
             )
-    except Exception as e:
-        get_run_logger().warning("could not name this flow run after its transfer: %s", redact(str(e)))
+
+    bookkeeping(rename, "name this flow run after its transfer")
 
 
 @task(name="publish-result")
 def publish_result(ctx: TransferContext, result: TransferResult) -> TransferResult:
     """Table + markdown artifacts (keyed per route) and the final event (``acr.transfer.imported`` or
     ``acr.transfer.failed``)."""
-    create_table_artifact(
-        key=route_key(ctx, "transfer"),
-        table=[r.model_dump(mode="json") for r in result.rows],
-        description=f"Artifacts of transfer {ctx.transfer_id} on route {ctx.route.name}",
+    # the result is the transfer's, whatever the Prefect server could store: its API retried, then one warning
+    bookkeeping(
+        lambda: create_table_artifact(
+            key=route_key(ctx, "transfer"),
+            table=[r.model_dump(mode="json") for r in result.rows],
+            description=f"Artifacts of transfer {ctx.transfer_id} on route {ctx.route.name}",
+        ),
+        "publish the transfer's artifact table",
+        retries=True,
     )
-    create_markdown_artifact(
-        key=route_key(ctx, "transfer-summary"),
-        markdown=redact(markdown(result)),
-        description=f"Transfer {ctx.transfer_id} on route {ctx.route.name}",
+    bookkeeping(
+        lambda: create_markdown_artifact(
+            key=route_key(ctx, "transfer-summary"),
+            markdown=redact(markdown(result)),
+            description=f"Transfer {ctx.transfer_id} on route {ctx.route.name}",
+        ),
+        "publish the transfer's summary",
+        retries=True,
     )
     if not result.dry_run:
         event = EventName.IMPORTED if result.succeeded else EventName.FAILED
@@ -116,10 +127,14 @@ def publish_preflight_failure(ctx: TransferContext, checks: list[Check]) -> None
         "",
         *[f"- {c.line}" for c in checks],
     ]
-    create_markdown_artifact(
-        key=route_key(ctx, "preflight"),
-        markdown=redact("\n".join(lines)),
-        description=f"Preflight of transfer {ctx.transfer_id} on route {ctx.route.name}",
+    bookkeeping(
+        lambda: create_markdown_artifact(
+            key=route_key(ctx, "preflight"),
+            markdown=redact("\n".join(lines)),
+            description=f"Preflight of transfer {ctx.transfer_id} on route {ctx.route.name}",
+        ),
+        "publish the preflight's checks",
+        retries=True,
     )
     emit(ctx, EventName.FAILED, [], stage="preflight", failures=[redact(c.line) for c in failed])
 
@@ -127,7 +142,12 @@ def publish_preflight_failure(ctx: TransferContext, checks: list[Check]) -> None
 @task(name="publish-exported-blobs")
 def publish_exported_blobs(ctx: TransferContext, exported: list[ExportedBlob]) -> list[ExportedBlob]:
     """What an air-gap operator carries to the other side: each blob, its catalog digest and its artifacts."""
-    create_table_artifact(
+    bookkeeping(lambda: _export_table(ctx, exported), "publish the exported blobs", retries=True)
+    return exported
+
+
+def _export_table(ctx: TransferContext, exported: list[ExportedBlob]) -> object:
+    return create_table_artifact(
         key=route_key(ctx, "export"),
         table=[
             {
@@ -142,7 +162,6 @@ def publish_exported_blobs(ctx: TransferContext, exported: list[ExportedBlob]) -
         description=f"Blobs of export {ctx.transfer_id} on route {ctx.route.name}: carry them to the import side "
         "and import each with its catalog digest",
     )
-    return exported
 
 
 @task(name="publish-plan")
@@ -158,10 +177,14 @@ def publish_plan(ctx: TransferContext, plan: SyncPlan, dry_run: bool = False) ->
             *plan_markdown(plan),
         ]
     )
-    create_markdown_artifact(
-        key=route_key(ctx, "plan"),
-        markdown=redact(text),
-        description=f"Plan of transfer {ctx.transfer_id} on route {ctx.route.name}: {plan.summary()}",
+    bookkeeping(
+        lambda: create_markdown_artifact(
+            key=route_key(ctx, "plan"),
+            markdown=redact(text),
+            description=f"Plan of transfer {ctx.transfer_id} on route {ctx.route.name}: {plan.summary()}",
+        ),
+        "publish the plan",
+        retries=True,
     )
     return plan
 

@@ -25,6 +25,7 @@ from acr_transfer.errors import TransientError, redact
 from acr_transfer.retry import GaveUp, Retrying, call_until_deadline
 from acr_transfer.settings import get_settings
 from acr_transfer.watcher import OutageError
+from tasks.bookkeeping import bookkeeping
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -116,12 +117,16 @@ class _Teller:
         get_run_logger().warning("%s", line)
         description = f"⚠ {redact(line)}"
         if self.artifact is None:
-            self.artifact = _bookkeeping(
-                lambda: create_progress_artifact(progress=0.0, key=self.key, description=description)
+            self.artifact = bookkeeping(
+                lambda: create_progress_artifact(progress=0.0, key=self.key, description=description),
+                "create the retry artifact",
             )
         else:
             artifact = self.artifact
-            _bookkeeping(lambda: update_progress_artifact(artifact_id=artifact, progress=0.0, description=description))
+            bookkeeping(
+                lambda: update_progress_artifact(artifact_id=artifact, progress=0.0, description=description),
+                "update the retry artifact",
+            )
 
     def recovered(self) -> None:
         if self.outage is None:
@@ -130,12 +135,7 @@ class _Teller:
         get_run_logger().info("%s", line)
         if self.artifact is not None:
             artifact = self.artifact
-            _bookkeeping(lambda: update_progress_artifact(artifact_id=artifact, progress=100.0, description=line))
-
-
-def _bookkeeping(call: Callable[[], T]) -> T | None:
-    try:
-        return call()
-    except Exception as e:
-        get_run_logger().warning("could not update the retry artifact (%s); the step goes on", type(e).__name__)
-        return None
+            bookkeeping(
+                lambda: update_progress_artifact(artifact_id=artifact, progress=100.0, description=line),
+                "update the retry artifact",
+            )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
 from typing import Any, TypeVar
 
 from prefect import get_run_logger, task
@@ -15,7 +14,7 @@ from acr_transfer import steps
 from acr_transfer.azure.registry import RegistryAddress, RunState
 from acr_transfer.azure.storage import BlobFacts
 from acr_transfer.context import TransferContext, resolve_configured
-from acr_transfer.errors import redact, run_failure
+from acr_transfer.errors import run_failure
 from acr_transfer.events import EventName
 from acr_transfer.models import ImportRequest, TransferRequest
 from acr_transfer.naming import BatchPlan, derive_transfer_id, normalise_artifacts
@@ -24,6 +23,7 @@ from acr_transfer.results import ArtifactRow, TransferResult
 from acr_transfer.settings import get_settings
 from acr_transfer.watcher import Outage, OutageError
 from tasks import clients, concurrency
+from tasks.bookkeeping import bookkeeping
 from tasks.report import emit
 from tasks.retry import outlasting, resume_command, step_options
 
@@ -64,10 +64,12 @@ def _watch(ctx: TransferContext, registry: RegistryAddress, run: RunState, batch
     def on_progress(state: RunState) -> None:
         pct = state.percentage if state.percentage is not None else 0
         report(Notice(ctx.transfer_id, batch.index, step, state.status or "Running", state.name, pct))
-        # the Prefect server hears of steps of 25 % (and the end): each artifact update and log line is a write
+        # the Prefect server hears of steps of 25 % in the log (its lines go in batches) and of half-way and the
+        # end on the artifact: each artifact update is an API request of its own
         if pct // 25 != last[0] // 25 or (state.terminal and pct != last[0]):
+            halfway = pct // 50 != max(last[0], 0) // 50
             last[0] = pct
-            if artifact_id is not None:
+            if artifact_id is not None and (state.terminal or halfway):
                 progress = float(min(pct, 100))
                 bookkeeping(
                     lambda: update_progress_artifact(artifact_id=artifact_id, progress=progress), "update progress"
@@ -103,18 +105,6 @@ def _watch(ctx: TransferContext, registry: RegistryAddress, run: RunState, batch
         raise run_failure(final.error_message or f"provisioningState {final.provisioning_state}", final.name)
     report(Notice(ctx.transfer_id, batch.index, step, "Succeeded", final.name, 100))
     return final
-
-
-def bookkeeping(call: Callable[[], T], what: str) -> T | None:
-    """Our own Prefect API call (an artifact, an event): a failure is one warning, never a failed step; the
-    transfer in Azure goes on whether or not the Prefect server heard of its progress."""
-    try:
-        return call()
-    except Exception as e:
-        get_run_logger().warning(
-            "could not %s (the Prefect API answered %s); the transfer goes on", what, redact(str(e))
-        )
-        return None
 
 
 @task(name="export-batch", **step_options())

@@ -1,0 +1,68 @@
+"""Our own Prefect API calls — artifacts, run names, budget leases — never fail or stall a transfer.
+
+Azure completes a transfer whether or not the Prefect server heard of its progress, so a failed bookkeeping
+call is one warning (per kind of call, at most a minute apart) and the step goes on. Progress updates are tried
+once (:func:`quick`: no client retries, whose backoff would hold the step for half a minute per call); what a
+person must see at the end (the summary) keeps the client's retries first.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from acr_transfer.errors import redact, shown
+
+T = TypeVar("T")
+WARN_EVERY_SECONDS = 60
+_warned: dict[str, float] = {}
+_lock = threading.Lock()
+
+
+@contextmanager
+def quick() -> Iterator[None]:
+    """Prefect API calls made in this block (this thread) are tried once, without the client's retries."""
+    from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
+
+    with temporary_settings({PREFECT_CLIENT_MAX_RETRIES: 0}):
+        yield
+
+
+def bookkeeping(call: Callable[[], T], what: str, *, retries: bool = False) -> T | None:
+    """Run one of our Prefect API calls; on failure, warn (once a minute per ``what``) and return None.
+
+    Args:
+        call: the call, without arguments.
+        what: names it in the warning (``"update progress"``).
+        retries: keep the Prefect client's retries (for what must reach the server, like the final summary).
+    """
+    try:
+        if retries:
+            return call()
+        with quick():
+            return call()
+    except Exception as e:
+        with _lock:
+            due = time.monotonic() - _warned.get(what, -WARN_EVERY_SECONDS) >= WARN_EVERY_SECONDS
+            if due:
+                _warned[what] = time.monotonic()
+        if due:
+            _log().warning(
+                "could not %s (the Prefect API answered %s); the transfer goes on", what, shown(redact(str(e)), 200)
+            )
+        return None
+
+
+def _log() -> Any:
+    from prefect import get_run_logger
+    from prefect.exceptions import MissingContextError
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        import logging
+
+        return logging.getLogger("acr_transfer.bookkeeping")
