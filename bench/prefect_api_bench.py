@@ -26,7 +26,7 @@ GROUPS = (
     ("logs", ("/logs",)),
     ("artifacts", ("/artifacts",)),
     ("events", ("/events",)),
-    ("concurrency (locks, budget)", ("/concurrency_limits",)),
+    ("concurrency (locks, budget)", ("/concurrency_limits", "/v2/concurrency_limits")),
     ("variables", ("/variables",)),
 )
 

@@ -26,8 +26,15 @@ BUILD = ROOT / "build"
 HYGIENE = "tests/zz_hygiene"
 # balanced by measured durations (waiting, mostly): the stand-in's own guarantees and the fault suite, the
 # flows and CLI against a real Prefect server, the local stack with its browser, and the pure unit tests
+LONG_FAULTS = [  # each waits out minutes of outage, a kill or a restart
+    "tests/faults/test_sync_crash.py",
+    "tests/faults/test_service_outages.py",
+    "tests/faults/test_prefect_bookkeeping.py",
+    "tests/faults/test_prefect_restart.py",
+]
 SHARDS: dict[str, list[str]] = {
-    "faults": ["tests/faults"],
+    "faults": ["tests/faults", *(f"--ignore={p}" for p in LONG_FAULTS)],
+    "long-faults": LONG_FAULTS,
     "integration": ["tests/integration"],
     "stack-emulator-unit": ["tests/stack", "tests/emulator", "tests/unit"],
 }
@@ -51,7 +58,8 @@ def main(argv: list[str]) -> int:
         out = log.open("wb")
         env = {**os.environ, "ACR_TRANSFER_SHARD_RUNS_FLOWS": "0" if name in RUNS_NO_FLOWS else "1"}
         procs[name] = (subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env), log)
-        print(f"▶ shard {name}: {' '.join(paths)} (+ secret hygiene) → {log.relative_to(ROOT)}", flush=True)
+        shown = " ".join(p for p in paths if not p.startswith("--"))
+        print(f"▶ shard {name}: {shown} (+ secret hygiene) → {log.relative_to(ROOT)}", flush=True)
     codes: dict[str, int] = {}
     while len(codes) < len(procs):
         for name, (proc, log) in procs.items():
