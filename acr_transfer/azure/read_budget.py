@@ -77,7 +77,8 @@ class ReadPacer:
         sleep: Callable[[float], object] = time.sleep,
     ) -> None:
         self.burst, self.rate = float(burst), float(per_second)
-        self.reserve = float(reserve if reserve is not None else max(1.0, burst * 0.1))
+        # never more than half the bucket: a reserve the bucket cannot exceed would hold every read forever
+        self.reserve = min(float(reserve if reserve is not None else max(1.0, burst * 0.1)), self.burst / 2)
         self.lease, self.chunk = lease, max(1, chunk)
         self.clock, self.sleep = clock, sleep
         self.stats = PacerStats()

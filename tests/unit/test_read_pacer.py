@@ -83,3 +83,11 @@ def test_subscriptions_are_paced_apart_and_found_in_urls() -> None:
     assert p.take(other) == 0  # another subscription's bucket is its own
     assert subscription_of(f"https://management.azure.com/subscriptions/{SUB}/resourceGroups/rg?x=1") == SUB
     assert subscription_of("https://management.azure.com/tenants?api-version=2022-12-01") is None
+
+
+def test_a_budget_smaller_than_the_reserve_still_reads() -> None:
+    clock = Clock()
+    p = ReadPacer(16, 2, reserve=25, clock=clock, sleep=clock.sleep)  # ACR_TRANSFER_READ_BUDGET_BURST=16
+    for _ in range(20):
+        p.take(SUB)
+    assert p.reserve == 8 and clock.now < 60  # the reserve is capped at half the bucket; reads go on
