@@ -15,7 +15,9 @@ help:
 	@echo "make lint      ruff check, ruff format --check, mypy, lint-imports (the layers in .importlinter)"
 	@echo "make faults-report  run the fault suite and write its tables into README.md (Reliability)"
 	@echo "make up        Prefect server + worker + stand-in + event receiver, deployed; make down stops it"
+	@echo "               make up DB=postgres WORKERS=2: the server on a local PostgreSQL, two workers"
 	@echo "make emulator  start the local Azure stand-in in the foreground (state in .emulator/)"
+	@echo "make image     build the worker image (Dockerfile) with buildah, no registry needed; see README"
 
 $(CURDIR)/.tools/bin/uv:
 	python3 -m venv .tools
@@ -68,8 +70,11 @@ format: setup
 demo: setup
 	$(UV) run --frozen python -m deployments.demo
 
+# DB=postgres: the Prefect server on a local PostgreSQL (installed when missing); WORKERS=N process workers
+DB ?= sqlite
+WORKERS ?= 1
 up: setup
-	$(UV) run --frozen python -m deployments.stack up
+	$(UV) run --frozen python -m deployments.stack up --db $(DB) --workers $(WORKERS)
 
 down:
 	$(UV) run --frozen python -m deployments.stack down
@@ -83,3 +88,10 @@ emulator: setup
 
 clean:
 	rm -rf .emulator .stack .pytest_cache .mypy_cache .ruff_cache build
+
+# the flow-run image for Kubernetes / ACI work pools (Dockerfile), built with buildah: no Docker engine and no
+# container registry needed (the base is made with debootstrap unless BASE_IMAGE names one); installs buildah,
+# podman, debootstrap and runc from Debian when missing. tests/stack/test_container_image.py uses the result.
+.PHONY: image
+image:
+	bash deploy/build-image.sh

@@ -33,7 +33,7 @@ OUT = ROOT / "bench"
 RUN_SECONDS = float(os.environ.get("BENCH_RUN_SECONDS", "10"))
 LEVELS = [int(x) for x in os.environ.get("BENCH_LEVELS", "1,10,50,100").split(",")]
 BRIDGE_BYTES = int(os.environ.get("BENCH_BRIDGE_BYTES", str(1024**3)))
-SCENARIOS = ("single", "concurrency", "bridge", "select", "diff", "prefect-api", "large")
+SCENARIOS = ("single", "concurrency", "bridge", "select", "diff", "prefect-api", "large", "pg-workers")
 GROUPS = {"all": SCENARIOS, "transfer": ("single", "concurrency", "bridge"), "sync": ("select", "diff")}
 
 
@@ -416,6 +416,9 @@ def write_outputs(results: dict[str, Any]) -> None:
     import large_bench
 
     md += large_bench.markdown_rows(merged)
+    import pg_bench
+
+    md += pg_bench.markdown_rows(merged)
     if merged.get("prefect_api"):
         import prefect_api_bench
 
@@ -510,6 +513,11 @@ def main() -> int:
                     results["prefect_api_before"] = prefect_api_bench.scenario_prefect_api(stack, home)
                 finally:
                     os.environ.pop("BENCH_CODE_ROOT")
+        if "pg-workers" in wanted:
+            import pg_bench
+
+            print(f"▶ {pg_bench.TRANSFERS} simultaneous transfers, PostgreSQL, two workers", flush=True)
+            results["pg_workers"] = pg_bench.scenario_pg_workers(RUN_SECONDS)
         write_outputs(results)
         print((OUT / "results.md").read_text())
     finally:

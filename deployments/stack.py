@@ -5,6 +5,10 @@ Azure stand-in with the demo images in ``sourceregistry``, runs ``acr-transfer s
 (then setup again, which makes ``route`` a choice of route names in the run forms), starts a process worker and
 the event receiver, and prints the UI and receiver URLs and a ``curl`` of an ACR push webhook to try. Everything
 lives in ``.stack/`` (logs, pids, ``env`` to source); ``down`` stops every process it started.
+
+``up --db postgres`` (``make up DB=postgres``) first starts a real PostgreSQL in ``.stack/postgres``
+(``deployments/postgres.py``) and puts the Prefect server on it; ``up --workers N`` (``make up WORKERS=N``)
+starts N process workers on the one work pool.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+
+from deployments import postgres
 
 ROOT = Path(__file__).resolve().parents[1]
 PREFECT_PORT = 4200  # Prefect's own default: the URL a newcomer expects
@@ -63,6 +69,7 @@ class Stack:
     env: dict[str, str] = field(default_factory=dict)
     pids: dict[str, int] = field(default_factory=dict)
     urls: dict[str, str] = field(default_factory=dict)
+    database: postgres.LocalPostgres | None = None  # None: the Prefect server keeps its SQLite file
 
     def _start(self, name: str, cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
         log = open(self.home / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it from here on
@@ -89,6 +96,11 @@ class Stack:
             time.sleep(0.3)
         raise RuntimeError(f"{what} not ready after {timeout:.0f} s; see {self.home / (what + '.log')}")
 
+    def start_postgres(self) -> None:
+        """A local PostgreSQL in ``<home>/postgres`` for the Prefect server (start it before the server)."""
+        self.database = postgres.start(self.home)
+        self.urls["PostgreSQL"] = self.database.shown_url()
+
     def start_prefect(self) -> None:
         port = port_or_free(PREFECT_PORT)
         api = f"http://127.0.0.1:{port}/api"
@@ -104,6 +116,8 @@ class Stack:
             "PREFECT_UI_API_URL": api,
         }
         env.pop("PREFECT_API_URL", None)
+        if self.database is not None:  # only the server's environment holds the password, never `env`
+            env["PREFECT_API_DATABASE_CONNECTION_URL"] = self.database.url()
         proc = self._start(
             "prefect",
             [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
@@ -166,8 +180,20 @@ class Stack:
         self._run("acr-transfer setup (route choices)", setup, env)
         return env.get("ACR_TRANSFER_WORK_POOL", "acr-transfer")
 
-    def start_worker(self, pool: str) -> None:
-        self._start("worker", [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool], self.child_env())
+    def start_worker(self, pool: str, count: int = 1, limit: int | None = None) -> None:
+        """``count`` process workers on ``pool`` (logs ``worker.log``, ``worker-2.log``, …), each running at
+        most ``limit`` flow runs at once when given."""
+        for i in range(1, count + 1):
+            cmd = [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool]
+            if count > 1:
+                cmd += ["--name", f"acr-transfer-worker-{i}"]
+            if limit is not None:
+                cmd += ["--limit", str(limit)]
+            self._start("worker" if i == 1 else f"worker-{i}", cmd, self.child_env())
+
+    def worker_logs(self) -> dict[str, Path]:
+        """Each worker's log file, by the name ``pids.json`` knows it by."""
+        return {name: self.home / f"{name}.log" for name in self.pids if name.startswith("worker")}
 
     def start_receiver(self) -> None:
         secret_file = self.home / "events-secret"
@@ -246,9 +272,11 @@ class Stack:
     def down(self) -> None:
         pids_file = self.home / "pids.json"
         pids = json.loads(pids_file.read_text()) if pids_file.exists() else self.pids
-        for name in ("receiver", "worker", "emulator", "prefect"):
+        workers = sorted(name for name in pids if name.startswith("worker"))
+        for name in ("receiver", *workers, "emulator", "prefect"):
             if name in pids:
                 _stop_group(pids[name])
+        postgres.stop(self.home)  # last: the server is gone, so no session holds it up
         pids_file.unlink(missing_ok=True)
 
 
@@ -269,23 +297,53 @@ def _stop_group(pid: int, grace: float = 8) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
-def up(home: Path) -> Stack:
-    """Start everything and return the stack (the caller prints or tests it)."""
+def up(
+    home: Path,
+    *,
+    db: str = "sqlite",
+    workers: int = 1,
+    worker_limit: int | None = None,
+    standin_flags: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+) -> Stack:
+    """Start everything and return the stack (the caller prints or tests it).
+
+    Args:
+        home: The state directory (logs, pids, ``env``; PostgreSQL's data with ``db="postgres"``).
+        db: ``sqlite`` (the Prefect server's own file) or ``postgres`` (a local PostgreSQL started first).
+        workers: How many process workers poll the work pool.
+        worker_limit: At most this many flow runs at once per worker (Prefect's ``--limit``); None: no limit.
+        standin_flags: Extra flags of ``python -m emulator up`` (``--run-seconds``, ``--arm-read-burst``, …).
+        env: Environment for setup, the workers and the receiver (e.g. ``ACR_TRANSFER_ROUTES``).
+
+    Raises:
+        postgres.PostgresUnavailable: ``db="postgres"`` and PostgreSQL cannot be installed here.
+        ValueError: an unknown ``db`` or fewer than one worker.
+    """
+    if db not in ("sqlite", "postgres") or workers < 1:
+        raise ValueError(f"db must be sqlite or postgres (not {db!r}) and workers at least 1 (not {workers})")
     home.mkdir(parents=True, exist_ok=True)
-    stack = Stack(home)
+    stack = Stack(home, env=dict(env or {}))
     try:
+        if db == "postgres":
+            _step(f"starting PostgreSQL (data: {home / 'postgres'})")
+            stack.start_postgres()
         _step("starting the Prefect server")
         stack.start_prefect()
         _step("starting the local Azure stand-in")
-        stack.start_standin()
+        stack.start_standin(*standin_flags)
         stack.seed_demo_images()
         stack.env.setdefault(
             "ACR_TRANSFER_ROUTES", os.environ.get("ACR_TRANSFER_ROUTES") or str(ROOT / "routes.example.yaml")
         )
         _step(f"acr-transfer setup, prefect deploy --all (log: {home / 'deploy.log'})")
         pool = stack.setup_and_deploy()
-        _step("starting the worker and the event receiver")
-        stack.start_worker(pool)
+        _step(
+            "starting the worker and the event receiver"
+            if workers == 1
+            else f"starting {workers} workers and the event receiver"
+        )
+        stack.start_worker(pool, workers, worker_limit)
         stack.start_receiver()
         stack.write_env()
     except BaseException:
@@ -299,19 +357,28 @@ def _step(what: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = argv if argv is not None else sys.argv[1:]
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m deployments.stack")
+    parser.add_argument("command", choices=["up", "down"])
+    parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite", help="the Prefect server's database")
+    parser.add_argument("--workers", type=int, default=1, help="process workers on the work pool (default 1)")
+    args = parser.parse_args(argv)
     home = Path(os.environ.get("ACR_TRANSFER_STACK_DIR", ROOT / ".stack")).resolve()
-    if args[:1] == ["down"]:
+    if args.command == "down":
         Stack(home).down()
         print("local stack stopped")
         return 0
-    if args[:1] != ["up"]:
-        print("usage: python -m deployments.stack up|down", file=sys.stderr)
-        return 2
-    if (home / "pids.json").exists():
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
+    if (home / "pids.json").exists() or (home / "postgres.json").exists():
         print(f"a stack is already running from {home}; `make down` first", file=sys.stderr)
         return 1
-    stack = up(home)
+    try:
+        stack = up(home, db=args.db, workers=args.workers)
+    except postgres.PostgresUnavailable as e:
+        print(f"make up DB=postgres: {e}", file=sys.stderr)
+        return 1
     print()
     for name, url in stack.urls.items():
         print(f"{name:>16}: {url}")
