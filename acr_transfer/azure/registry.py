@@ -182,6 +182,23 @@ def _principals(identity: dict[str, Any]) -> tuple[str, ...]:
     return tuple(found)
 
 
+ARM_CONNECTIONS = 64  # one transfer's 50 batches create and read their runs at once
+
+
+def _pooled_transport() -> Any:
+    """The SDK's requests transport with room for every batch's call at once (its default pool of 10 drops
+    the others' connections, each with a warning on the console)."""
+    import requests
+    from azure.core.pipeline.transport import RequestsTransport
+    from requests.adapters import HTTPAdapter
+
+    session = requests.Session()
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=ARM_CONNECTIONS)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return RequestsTransport(session=session, session_owner=True)
+
+
 class RegistryArm:
     """ARM calls for pipelines and runs, every GET paced by the read budget.
 
@@ -217,6 +234,7 @@ class RegistryArm:
                     credential_scopes=[self.settings.arm_token_scope],
                     retry_total=self.settings.arm_retry_total,
                     per_call_policies=[ReadBudgetPolicy(self.pacer)],
+                    transport=_pooled_transport(),
                     **self.settings.connection_kwargs(),
                 )
             return self._clients[subscription]
