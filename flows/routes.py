@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -31,6 +32,7 @@ from pydantic import BaseModel
 from acr_transfer.errors import AcrTransferError, ConfigError, redact, shown
 from acr_transfer.models import ImportRequest, PushedTag, TransferRequest, TransferRoute, parameter_size_problem
 from acr_transfer.results import ExportedBlob, TransferResult
+from acr_transfer.retry import backoff_delay
 from acr_transfer.routes import RouteLimits, RoutesFile, load_routes, routes_path
 from acr_transfer.settings import get_settings
 from flows.transfer import export_artifacts, registry_transfer, run_export, run_import, run_transfer
@@ -243,10 +245,8 @@ def sync_route(route: str, routes_file: str | None) -> RouteOutcome | State:
             if too_large:
                 raise ConfigError(too_large)
             resume.remember(route, transfer_id, planned_from, api)
-            with tags(f"route:{route}"):
-                state: State[Any] = half(request, lock_wait_seconds=LOCK_WAIT_SECONDS, return_state=True)
-            result: object = state.result(raise_on_failure=False)
-            if state.is_completed():
+            completed, result = _run_outlasting_prefect(route, rt, lambda: _run_half(half, request, route))
+            if completed:
                 resume.forget(route, api)
         finally:
             api.close()
@@ -258,6 +258,59 @@ def sync_route(route: str, routes_file: str | None) -> RouteOutcome | State:
     if outcome.status is RouteStatus.FAILED:
         return Failed(message=f"route {route} failed: {outcome.message[:500]}", data=outcome)
     return outcome
+
+
+PREFECT_OUTAGE_SECONDS = 600  # at most this long (and the route's timeout) a route waits out an overloaded Prefect
+
+
+def _run_half(half: Any, request: TransferRequest, route: str) -> tuple[bool, object]:
+    try:
+        with tags(f"route:{route}"):
+            state: State[Any] = half(request, lock_wait_seconds=LOCK_WAIT_SECONDS, return_state=True)
+    except Exception as e:  # the subflow could not even be created
+        return False, e
+    return state.is_completed(), state.result(raise_on_failure=False)
+
+
+def _run_outlasting_prefect(
+    route: str, rt: TransferRoute, run: Callable[[], tuple[bool, object]]
+) -> tuple[bool, object]:
+    """Run a route's half; while it fails only because the Prefect API could not keep up (a 5xx or a dropped
+    connection creating or tracking its flow and task runs: Prefect's bookkeeping, not Azure), run it again
+    with backoff under the same transfer id — every step is idempotent, so nothing Azure finished is redone —
+    for up to the route's timeout (at most ``PREFECT_OUTAGE_SECONDS``)."""
+    deadline = time.monotonic() + min(rt.timeout_minutes * 60, PREFECT_OUTAGE_SECONDS)
+    attempt = 0
+    while True:
+        completed, result = run()
+        if completed or not prefect_unavailable(result) or time.monotonic() >= deadline:
+            return completed, result
+        attempt += 1
+        delay = min(backoff_delay(attempt, 2.0, 30.0), max(deadline - time.monotonic(), 0.0))
+        get_run_logger().warning(
+            "route %s: the Prefect API did not keep up (%s); continuing the same transfer in %.0f s",
+            route,
+            shown(redact(str(result)), 200),
+            delay,
+        )
+        time.sleep(delay)
+
+
+def prefect_unavailable(result: object) -> bool:
+    """Whether a route failed only because the Prefect API answered 5xx/429 or dropped the connection."""
+    import httpx
+    from prefect.exceptions import PrefectHTTPStatusError
+
+    if isinstance(result, PrefectHTTPStatusError):
+        return result.response.status_code >= 500 or result.response.status_code == 429
+    if isinstance(result, httpx.TransportError):
+        return True
+    if type(result).__name__ == "ConcurrencySlotAcquisitionError":
+        return " 503 " in f" {result} " or "Service Unavailable" in str(result)
+    if isinstance(result, AcrTransferError):  # batches that failed on Prefect's task runs, not on Azure
+        lines = [line for line in str(result).splitlines() if line.startswith("batch ")]
+        return bool(lines) and all("PrefectHTTPStatusError" in line and "Server error" in line for line in lines)
+    return False
 
 
 def _report_abandoned(routes: RoutesFile, outcomes: list[RouteOutcome]) -> None:
