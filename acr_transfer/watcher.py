@@ -14,30 +14,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 from acr_transfer.azure.registry import RegistryAddress, RegistryArm, RunState
 from acr_transfer.errors import AcrTransferError, NotFoundError, RunTimeoutError, TransientError
 from acr_transfer.polling import PollPlan, next_delay
-from acr_transfer.retry import backoff_delay
+from acr_transfer.retry import Retrying, backoff_delay
 
 OUTAGE_MAX_DELAY = 30.0  # the longest pause between two reads while ARM does not answer
-
-
-@dataclass(frozen=True)
-class Outage:
-    """Reads of a watched run keep failing: what a person should see while the watcher retries."""
-
-    run: str
-    seconds: float
-    attempts: int
-    last_error: str
-    seconds_left: float
-
-    def line(self) -> str:
-        return (
-            f"reads of run {self.run} failing for {self.seconds:.0f} s ({self.attempts} attempts, last: "
-            f"{self.last_error}); retrying for up to {max(self.seconds_left, 0) / 60:.1f} min more"
-        )
 
 
 class OutageError(RunTimeoutError):
@@ -78,7 +62,7 @@ class RunWatcher:
         name: str,
         timeout: float,
         on_progress: Callable[[RunState], None] = lambda s: None,
-        on_outage: Callable[[Outage | None], None] = lambda o: None,
+        on_outage: Callable[[Retrying | None], None] = lambda o: None,
     ) -> RunState:
         """Block until the run is terminal; returns its last state.
 
@@ -179,10 +163,12 @@ class RunWatcher:
         )
         return found
 
-    def _outage(self, w: _Watch) -> Outage | None:
+    def _outage(self, w: _Watch) -> Retrying | None:
         if w.outage_since is None or w.outage is None:
             return None
-        return Outage(w.name, self.clock() - w.outage_since, w.misses, w.outage.message, w.deadline - self.clock())
+        down = self.clock() - w.outage_since
+        since = datetime.now(UTC) - timedelta(seconds=down)
+        return Retrying(f"reads of run {w.name}", since, down, w.misses, w.outage.message, w.deadline - self.clock())
 
     def _update(self, w: _Watch, state: RunState) -> None:
         w.state, w.misses, w.outage_since, w.outage = state, 0, None, None

@@ -20,8 +20,9 @@ from acr_transfer.models import ImportRequest, TransferRequest
 from acr_transfer.naming import BatchPlan, derive_transfer_id, normalise_artifacts
 from acr_transfer.progress import Notice, report
 from acr_transfer.results import ArtifactRow, TransferResult
+from acr_transfer.retry import Retrying
 from acr_transfer.settings import get_settings
-from acr_transfer.watcher import Outage, OutageError
+from acr_transfer.watcher import OutageError
 from tasks import clients, concurrency
 from tasks.bookkeeping import bookkeeping
 from tasks.report import emit
@@ -78,7 +79,7 @@ def _watch(ctx: TransferContext, registry: RegistryAddress, run: RunState, batch
 
     last_told = [0.0]
 
-    def on_outage(outage: Outage | None) -> None:
+    def on_outage(outage: Retrying | None) -> None:
         # what is down and since when, in the log (every 30 s at most) and on the progress artifact
         if outage is None:
             log.info("%s run %s: ARM answers again", step, run.name)
