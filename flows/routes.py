@@ -391,7 +391,8 @@ def sync_routes(
     if not 1 <= max_concurrent <= 100:
         raise ConfigError(f"max_concurrent must be between 1 and 100, not {max_concurrent}")
     path = routes_path(routes_file)
-    names = [r.name for r in load_configured_routes(path).select(routes)]
+    configured = load_configured_routes(path)
+    names = [r.name for r in configured.select(routes)]
     by_route: dict[str, RouteOutcome] = {}
     pending, running = list(names), dict[PrefectFuture[RouteOutcome | State[Any]], str]()
     while pending or running:  # a sliding window of at most max_concurrent routes
@@ -405,7 +406,7 @@ def sync_routes(
             outcome = RouteOutcome(route=name, status=RouteStatus.FAILED, message=redact(str(outcome))[:2000])
         by_route[name] = outcome
     outcomes = [by_route[n] for n in names]
-    _report_abandoned(load_configured_routes(path), outcomes)
+    _report_abandoned(configured, outcomes)
     create_table_artifact(
         key="sync-routes-summary",
         table=[o.model_dump() for o in outcomes],

@@ -13,7 +13,7 @@ from acr_transfer.context import address as registry_address
 from acr_transfer.models import TransferRoute
 from acr_transfer.settings import get_settings
 from tasks import clients, resume
-from tasks.concurrency import PrefectApi, holder_is_live, read_holder
+from tasks.concurrency import PrefectApi, live_holder
 from tasks.retry import step_options
 
 
@@ -149,12 +149,12 @@ def _continued(rt: TransferRoute) -> set[str]:
     api = PrefectApi()
     try:
         keep = {tid} if (tid := resume.unfinished(rt.name, resume.planned_from(rt), api)) else set()
-        try:
-            holder = read_holder(rt.name, api)
-        except Exception:  # bookkeeping: without the record, the holder's transfer is judged by its runs
-            holder = None
-        if holder is not None and holder_is_live(holder, api):
-            keep.add(holder.transfer_id)
-        return keep
     finally:
         api.close()
+    try:
+        holder = live_holder(rt.name)
+    except Exception:  # bookkeeping: without the record, the holder's transfer is judged by its runs
+        holder = None
+    if holder is not None:
+        keep.add(holder.transfer_id)
+    return keep
