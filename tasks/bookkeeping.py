@@ -22,12 +22,30 @@ _warned: dict[str, float] = {}
 _lock = threading.Lock()
 
 
+_QUICK_CACHE = 8
+_quick_settings: dict[int, tuple[Any, Any]] = {}  # id(settings) → (those settings, a copy without retries)
+
+
 @contextmanager
 def quick() -> Iterator[None]:
-    """Prefect API calls made in this block (this thread) are tried once, without the client's retries."""
-    from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
+    """Prefect API calls made in this block (this thread) are tried once, without the client's retries.
 
-    with temporary_settings({PREFECT_CLIENT_MAX_RETRIES: 0}):
+    The copy of the settings without retries is made once per settings object and kept: Prefect's
+    ``temporary_settings`` builds a new one each time, re-reading ``profiles.toml`` and ``pyproject.toml`` from
+    disk, which under a 50-batch transfer's progress updates took most of the worker's CPU.
+    """
+    import prefect.context
+    from prefect.settings import PREFECT_CLIENT_MAX_RETRIES
+
+    context = prefect.context.get_settings_context()
+    with _lock:
+        kept = _quick_settings.get(id(context.settings))
+        if kept is None or kept[0] is not context.settings:
+            if len(_quick_settings) >= _QUICK_CACHE:
+                _quick_settings.clear()
+            copy = context.settings.copy_with_update(updates={PREFECT_CLIENT_MAX_RETRIES: 0})
+            kept = _quick_settings[id(context.settings)] = (context.settings, copy)
+    with prefect.context.SettingsContext(profile=context.profile, settings=kept[1]):
         yield
 
 
