@@ -5,9 +5,11 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 
 from acr_transfer import preflight, steps
+from acr_transfer.azure.acr_listing import DigestLookup
 from acr_transfer.azure.registry import PipelineFacts, RegistryAddress
 from acr_transfer.context import TransferContext
 from acr_transfer.preflight import Check
+from acr_transfer.refs import ArtifactRef
 from acr_transfer.settings import get_settings
 from acr_transfer.sync import SendReason
 from tasks import clients
@@ -57,14 +59,12 @@ def check_artifacts(ctx: TransferContext) -> list[Check]:
         for c in checks:
             get_run_logger().info("%s", c.line)
         return checks
-    plane = clients.shared().data_plane
-    source = clients.shared().login_server(ctx.source)
-    target = clients.shared().login_server(ctx.target) if ctx.has_target else None
-    checks = preflight.check_artifacts(
-        ctx,
-        lambda repo, ref: plane.manifest_digest(source, repo, ref),
-        (lambda repo, ref: plane.manifest_digest(target, repo, ref)) if target else None,
-    )
+    azure = clients.shared()
+    refs = [ArtifactRef.parse(a) for a in ctx.plan.artifacts]
+    # a repository asked for many tags is read from its tag listing (100 tags a request), not a HEAD per tag
+    in_source = DigestLookup(azure.listing, azure.login_server(ctx.source), refs)
+    in_target = DigestLookup(azure.listing, azure.login_server(ctx.target), refs) if ctx.has_target else None
+    checks = preflight.check_artifacts(ctx, in_source, in_target)
     for c in checks:
         get_run_logger().info("%s", c.line)
     return checks

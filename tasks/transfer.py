@@ -11,6 +11,7 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.runtime import flow_run
 
 from acr_transfer import steps
+from acr_transfer.azure.acr_listing import DigestLookup
 from acr_transfer.azure.registry import RegistryAddress, RunState
 from acr_transfer.azure.storage import BlobFacts
 from acr_transfer.context import TransferContext, resolve_configured
@@ -19,6 +20,7 @@ from acr_transfer.events import EventName
 from acr_transfer.models import ImportRequest, TransferRequest
 from acr_transfer.naming import BatchPlan, derive_transfer_id, normalise_artifacts
 from acr_transfer.progress import Notice, report
+from acr_transfer.refs import ArtifactRef
 from acr_transfer.results import ArtifactRow, TransferResult
 from acr_transfer.retry import Retrying
 from acr_transfer.settings import get_settings
@@ -175,13 +177,12 @@ def _adopt_trigger_run(ctx: TransferContext, batch: BatchPlan, blob: str, catalo
 
 def _compare_digests(ctx: TransferContext, results: list[steps.ArtifactResult]) -> list[steps.ArtifactResult]:
     log = get_run_logger()
-    plane = clients.shared().data_plane
-    source, target = clients.shared().login_server(ctx.source), clients.shared().login_server(ctx.target)
-    results, notes = steps.compare_digests(
-        results,
-        lambda repo, ref: plane.manifest_digest(source, repo, ref),
-        lambda repo, ref: plane.manifest_digest(target, repo, ref),
-    )
+    azure = clients.shared()
+    refs = [ArtifactRef.parse(r.artifact) for r in results]
+    # a batch's tags of one repository come from its tag listing (100 a request), not a HEAD each per side
+    in_source = DigestLookup(azure.listing, azure.login_server(ctx.source), refs)
+    in_target = DigestLookup(azure.listing, azure.login_server(ctx.target), refs)
+    results, notes = steps.compare_digests(results, in_source, in_target)
     for note in notes:
         log.warning("%s", note)
     return results

@@ -26,8 +26,9 @@ benchmarks. Reading the answers (times, ``Link``, descriptors) is ``registry_jso
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
 
@@ -60,6 +61,7 @@ from acr_transfer.errors import (
     shown,
 )
 from acr_transfer.listing import ArtifactSize, ListedTag, Referrer
+from acr_transfer.refs import ArtifactRef
 from acr_transfer.retry import call_with_retries
 
 STREAMING_ARTIFACT = "application/vnd.azure.artifact.streaming.v1"
@@ -114,6 +116,28 @@ class RegistryListing:
                 tag = listed_tag(entry, login_server, repo)
                 found.setdefault(tag.tag, tag)
         return list(found.values())
+
+    def tag_digests(self, login_server: str, repo: str, wanted: set[str], budget: int) -> dict[str, str | None] | None:
+        """The digest of each ``wanted`` tag (None: not in the repository) from the tag listing, or None when the
+        listing would cost more than ``budget`` pages (a repository with a long tag history: HEADs are cheaper).
+
+        Raises:
+            AuthError, RequestRejectedError, TransientError, PermanentError: as in the module docstring.
+        """
+        found: dict[str, str | None] = {}
+        path = f"/acr/v1/{_path(repo)}/_tags"
+        for pages, body in enumerate(
+            self._pages("tags", login_server, path, repo, f"list the tags of repository {repo}"), start=1
+        ):
+            for entry in list_field(body, "tags", login_server):
+                tag = listed_tag(entry, login_server, repo)
+                if tag.tag in wanted:
+                    found.setdefault(tag.tag, tag.digest)
+            if len(found) == len(wanted):
+                return found
+            if pages >= budget:
+                return None
+        return {tag: found.get(tag) for tag in wanted}
 
     def manifests(self, login_server: str, repo: str) -> dict[str, list[str]]:
         """Every manifest of ``repo`` by digest, with its tags (none: untagged — a referrer pushed by digest, a
@@ -463,3 +487,45 @@ def _error(response: httpx.Response, login_server: str, repo: str | None, what: 
             status=status,
         )
     return error
+
+
+LIST_FROM = 4  # a repository asked for this many tags or more is listed instead of read tag by tag
+
+
+class DigestLookup:
+    """``(repo, reference) → digest | None`` for a known set of artifacts, in as few requests as it can.
+
+    A repository asked for ``LIST_FROM`` tags or more is answered from one tag listing (a page of 100 tags per
+    request, instead of one HEAD per tag), read once on first use; the listing is given up for HEADs when it would
+    cost more pages than half the tags it answers, or when this identity may not list. Digest references and
+    repositories asked for fewer tags are read one HEAD each, as ``RegistryDataPlane.manifest_digest``.
+    """
+
+    def __init__(self, listing: RegistryListing, login_server: str, refs: Iterable[ArtifactRef]) -> None:
+        self.listing, self.login_server = listing, login_server
+        wanted: dict[str, set[str]] = {}
+        for ref in refs:
+            if not ref.by_digest:
+                wanted.setdefault(ref.repository, set()).add(ref.reference)
+        self._wanted = {repo: tags for repo, tags in wanted.items() if len(tags) >= LIST_FROM}
+        self._listed: dict[str, dict[str, str | None] | None] = {}
+        self._locks = {repo: threading.Lock() for repo in self._wanted}
+
+    def __call__(self, repo: str, reference: str) -> str | None:
+        if repo in self._wanted and reference in self._wanted[repo]:
+            table = self._table(repo)
+            if table is not None:
+                return table.get(reference)
+        return self.listing.plane.manifest_digest(self.login_server, repo, reference)
+
+    def _table(self, repo: str) -> dict[str, str | None] | None:
+        with self._locks[repo]:
+            if repo not in self._listed:
+                wanted = self._wanted[repo]
+                try:
+                    self._listed[repo] = self.listing.tag_digests(
+                        self.login_server, repo, wanted, budget=max(1, len(wanted) // 2)
+                    )
+                except (AuthError, RequestRejectedError):
+                    self._listed[repo] = None  # may pull but not list: read tag by tag, which says what is wrong
+            return self._listed[repo]

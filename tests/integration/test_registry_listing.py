@@ -12,9 +12,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from acr_transfer.azure.acr_data import RegistryDataPlane
-from acr_transfer.azure.acr_listing import RegistryListing
+from acr_transfer.azure.acr_listing import LIST_FROM, DigestLookup, RegistryListing
 from acr_transfer.azure.registry_json import parse_acr_time
 from acr_transfer.errors import NotFoundError, RequestRejectedError
+from acr_transfer.refs import ArtifactRef
 from acr_transfer.settings import get_credential, get_settings
 from tests.support.artifacts import OCI_INDEX, SIGSTORE_BUNDLE, RawRegistry, descriptor, digest_of
 from tests.support.images import push_file_artifact
@@ -197,3 +198,49 @@ def test_acr_times_parse(text: str, expected: datetime) -> None:
 
 def _config_size(raw: RawRegistry, repo: str, digest: str) -> int:
     return int(json.loads(raw.manifest_bytes(repo, digest))["config"]["size"])
+
+
+def _heads(standin: StandIn, repo: str) -> int:
+    """The HEADs of ``repo``'s manifests the registry answered (not counting the 401 challenges of the token flow)."""
+    log = standin.requests("registry")
+    return sum(1 for r in log if r["method"] == "HEAD" and f"/v2/{repo}/manifests/" in r["path"] and r["status"] != 401)
+
+
+def test_digest_lookup_answers_many_tags_of_a_repository_from_its_listing(
+    standin: StandIn, login_server: str, plane: RegistryDataPlane
+) -> None:
+    repo, few = unique("listing/many"), unique("listing/few")
+    pushed = {
+        f"v{i}": push_file_artifact(login_server, repo, f"v{i}", f"{repo} v{i}".encode()).digest for i in range(10)
+    }
+    lone = push_file_artifact(login_server, few, "v1", b"one tag").digest
+    asked = [*(f"{repo}:v{i}" for i in range(10)), f"{repo}:absent", f"{few}:v1"]
+    listing = RegistryListing(plane, page_size=7)
+    lookup = DigestLookup(listing, login_server, [ArtifactRef.parse(a) for a in asked])
+    standin.clear_requests()
+
+    answers = {a: lookup(*a.split(":")) for a in asked}
+
+    assert answers == {**{f"{repo}:{t}": d for t, d in pushed.items()}, f"{repo}:absent": None, f"{few}:v1": lone}
+    assert listing.counts["tags"] == 2  # eleven tags asked of one repository: two pages of seven, read once
+    assert _heads(standin, repo) == 0
+    assert _heads(standin, few) == 1  # fewer than LIST_FROM tags of a repository: one HEAD each, as before
+
+
+def test_digest_lookup_gives_up_a_listing_longer_than_the_heads_it_saves(
+    standin: StandIn, login_server: str, plane: RegistryDataPlane
+) -> None:
+    repo = unique("listing/history")
+    pushed = {
+        f"v{i}": push_file_artifact(login_server, repo, f"v{i}", f"{repo} v{i}".encode()).digest for i in range(12)
+    }
+    wanted = [f"{repo}:v{i}" for i in range(LIST_FROM)]  # 4 tags of 12, in pages of one tag
+    listing = RegistryListing(plane, page_size=1)
+    lookup = DigestLookup(listing, login_server, [ArtifactRef.parse(a) for a in wanted])
+    standin.clear_requests()
+
+    answers = {a: lookup(*a.split(":")) for a in wanted}
+
+    assert answers == {a: pushed[a.split(":")[1]] for a in wanted}
+    assert listing.counts["tags"] <= LIST_FROM // 2 + 1  # stopped once the listing cost half the tags it answers
+    assert _heads(standin, repo) == LIST_FROM

@@ -96,8 +96,31 @@ def test_120_artifacts_make_three_batches(standin: StandIn) -> None:
     assert result.succeeded and len(result.rows) == 120 and {r.batch for r in result.rows} == {1, 2, 3}
     puts = arm_puts(standin)
     assert len(puts) == 6  # three exports, three imports
+    # preflight and verify read the 120 tags from the repository's tag listing, not one HEAD per tag and side
+    reads = [r for r in standin.requests("registry") if base.repo in r["path"] and r["status"] != 401]
+    assert [r for r in reads if r["method"] == "HEAD"] == []
+    assert 0 < len([r for r in reads if "/_tags" in r["path"]]) <= 2 * 2 + 3 * 2 * 2  # 2 pages per listing
     dst = login(standin, "targetregistry")
-    assert manifest_digest(dst, base.repo, "t119", standin.ca)[0] == base.digest
+    for tag in ("t0", "t59", "t119"):
+        assert manifest_digest(dst, base.repo, tag, standin.ca)[0] == base.digest
+
+
+def test_preflight_of_many_tags_of_one_repository_names_the_missing_and_the_conflicting(standin: StandIn) -> None:
+    src, dst = login(standin, "sourceregistry"), login(standin, "targetregistry")
+    repo = unique("flow/listed")
+    for i in range(6):
+        push_file_artifact(src, repo, f"v{i}", f"{repo} v{i}".encode())
+    push_file_artifact(dst, repo, "v3", b"other content already in the target under v3")
+    artifacts = [*(f"{repo}:v{i}" for i in range(6)), f"{repo}:v9"]
+    req = request(route(standin, "listed", import_pipeline="directimport"), artifacts)
+    standin.clear_requests()
+    with pytest.raises(PreflightError) as exc:
+        registry_transfer(req)
+    failures = exc.value.failures
+    assert len(failures) == 2, failures
+    assert f"'{repo}:v3'" in failures[0] and "tag already points at" in failures[0]
+    assert f"'{repo}:v9'" in failures[1] and "not found in source registry" in failures[1]
+    assert arm_puts(standin) == []
 
 
 def test_preflight_failure_creates_nothing(standin: StandIn) -> None:
