@@ -62,6 +62,7 @@ def scenario_large(stack: Any, home: Path) -> dict[str, Any]:
         batch = run["name"][-6:]  # b001a1
         by_batch[batch] = by_batch.get(batch, 0.0) + _seconds(run)
     ideal = max(by_batch.values(), default=0.0)
+    timeline = _timeline(runs, started)
     window = max((r["at"] for r in arm), default=0) - min((r["at"] for r in arm), default=0)
     reads = sum(1 for r in arm if r["method"] == "GET")
     return {
@@ -74,8 +75,23 @@ def scenario_large(stack: Any, home: Path) -> dict[str, Any]:
         "arm_reads": reads,
         "arm_reads_per_second": round(reads / window, 1) if window else 0,
         "arm_429s": sum(1 for r in arm if r["status"] == 429),
+        "timeline_seconds": timeline,
         "error": "" if not isinstance(result, BaseException) else str(result)[:300],
     }
+
+
+def _timeline(runs: list[dict[str, Any]], started: float) -> dict[str, float]:
+    """Where the time went: seconds from the flow's start to the first and last export and import created and
+    finished (the stand-in's records), so the gaps before, between and after the runs show."""
+    out: dict[str, float] = {}
+    for kind, prefix in (("export", "x"), ("import", "i")):
+        mine = [r for r in runs if r["name"].startswith(prefix)]
+        for edge, key in (("created", "started_at"), ("finished", "finished_at")):
+            stamps = [float(r[key]) for r in mine if isinstance(r.get(key), int | float)]
+            if stamps:
+                out[f"first_{kind}_{edge}"] = round(min(stamps) - started, 1)
+                out[f"last_{kind}_{edge}"] = round(max(stamps) - started, 1)
+    return out
 
 
 def markdown_rows(merged: dict[str, Any]) -> list[str]:

@@ -14,6 +14,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.exceptions import UnfinishedRun
 from prefect.runtime import flow_run
+from prefect.utilities.annotations import quote
 
 from acr_transfer.context import TransferContext
 from acr_transfer.errors import AcrTransferError, ConfigError, PreflightError, redact
@@ -142,21 +143,34 @@ def _transfer(ctx: TransferContext, request: TransferRequest) -> TransferResult:
             log.info("transfer %s: nothing to send (%s); no run created", ctx.transfer_id, ctx.sync.summary())
         return publish_result(ctx, result)
     batches = ctx.plan.batches
-    exports = {b.index: export_batch.submit(ctx, b) for b in batches}
-    # futures as arguments: Prefect waits for them and passes their results (mypy cannot see that)
-    bridges = {b.index: bridge_blob.submit(ctx, b, exports[b.index]) for b in batches}  # type: ignore[call-overload]
+    # quote: Prefect passes the context as it is instead of walking its every artifact for futures, once per task
+    # of every batch (a 2,500-artifact route's context, 150 times)
+    quoted = quote(ctx)
+    exports = {b.index: export_batch.submit(quoted, b) for b in batches}  # type: ignore[call-overload]
+    # futures as arguments: Prefect waits for them and passes their results (mypy cannot see that); the bridge is a
+    # task only when the two sides use different storage (otherwise it would be one no-op task run per batch)
+    bridges = (
+        {b.index: bridge_blob.submit(quoted, b, exports[b.index]) for b in batches}  # type: ignore[call-overload]
+        if ctx.bridged
+        else {}
+    )
     imports = {
-        b.index: import_batch.submit(ctx, b, exports[b.index], wait_for=[bridges[b.index]])  # type: ignore[call-overload]
+        b.index: import_batch.submit(  # type: ignore[call-overload]
+            quoted, b, exports[b.index], wait_for=[bridges[b.index]] if b.index in bridges else None
+        )
         for b in batches
     }
     verifies = {
-        b.index: verify_batch.submit(ctx, b, exports[b.index], imports[b.index])  # type: ignore[call-overload]
+        b.index: verify_batch.submit(quoted, b, exports[b.index], imports[b.index])  # type: ignore[call-overload]
         for b in batches
     }
 
     verified, runs, failures, blobs = {}, {}, [], []
     for b in batches:
-        chain = [_outcome(f[b.index]) for f in (exports, bridges, imports, verifies)]
+        steps = (exports, bridges, imports, verifies) if bridges else (exports, imports, verifies)
+        chain = [_outcome(f[b.index]) for f in steps]
+        if not bridges:
+            chain.insert(1, None)
         export, _, imported, outcome = chain
         runs[b.index] = (getattr(export, "name", ""), getattr(imported, "name", ""))
         if getattr(export, "blob", None):
@@ -220,7 +234,8 @@ def _export(ctx: TransferContext, request: TransferRequest) -> list[ExportedBlob
         )
         publish_plan(ctx, ctx.sync, dry_run=request.dry_run)
         return []
-    futures = {b.index: export_batch.submit(ctx, b) for b in ctx.plan.batches}
+    quoted = quote(ctx)  # as in _transfer: not walked for futures once per batch
+    futures = {b.index: export_batch.submit(quoted, b) for b in ctx.plan.batches}  # type: ignore[call-overload]
     exported, failures = [], []
     for b in ctx.plan.batches:
         run = _outcome(futures[b.index])
