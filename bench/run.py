@@ -6,7 +6,8 @@ Writes ``bench/results.json``, ``bench/results.md`` and ``bench/plot.png``. Targ
 asserted. Run durations come from the stand-in (``--run-seconds``); the Prefect API is a real
 ``prefect server start``; the flows run in this process, which plays the one worker.
 
-``BENCH_SCENARIOS`` picks a subset (comma-separated): ``single``, ``concurrency``, ``bridge``, ``select``
+``BENCH_SCENARIOS`` picks a subset (comma-separated): ``single``, ``concurrency``, ``baseline-100`` (100 threads
+of the SDK's ``begin_create(...).result()``), ``bridge``, ``select``
 (selection over 10,000 tags), ``diff`` (a sync with 1 % changed vs everything re-sent), or the groups
 ``transfer`` (the first three), ``sync`` (the last two) and ``all`` (the default). A subset run keeps the
 sections of ``results.json`` it did not run, so ``results.md`` still shows the last figures of each.
@@ -33,7 +34,17 @@ OUT = ROOT / "bench"
 RUN_SECONDS = float(os.environ.get("BENCH_RUN_SECONDS", "10"))
 LEVELS = [int(x) for x in os.environ.get("BENCH_LEVELS", "1,10,50,100").split(",")]
 BRIDGE_BYTES = int(os.environ.get("BENCH_BRIDGE_BYTES", str(1024**3)))
-SCENARIOS = ("single", "concurrency", "bridge", "select", "diff", "prefect-api", "large", "pg-workers")
+SCENARIOS = (
+    "single",
+    "concurrency",
+    "baseline-100",
+    "bridge",
+    "select",
+    "diff",
+    "prefect-api",
+    "large",
+    "pg-workers",
+)
 GROUPS = {"all": SCENARIOS, "transfer": ("single", "concurrency", "bridge"), "sync": ("select", "diff")}
 
 
@@ -191,19 +202,73 @@ def scenario_one(stack: Any, detections: Detections) -> dict[str, Any]:
     }
 
 
-def baseline_transfer(stack: Any) -> dict[str, Any]:
-    """What `az acr pipeline-run create` does: begin_create(...).result() with the SDK's default polling."""
+def _sdk_client(stack: Any) -> Any:
+    """The SDK's own client, as `az` builds it: default polling, default retries, no read pacing."""
     from azure.identity import DefaultAzureCredential
     from azure.mgmt.containerregistry import ContainerRegistryManagementClient
-    from azure.mgmt.containerregistry.v2025_03_01_preview import models as m
 
-    topo = json.loads(Path(stack.env["ACR_TRANSFER_EMULATOR_TOPOLOGY"]).read_text())
-    arm = ContainerRegistryManagementClient(
+    return ContainerRegistryManagementClient(
         DefaultAzureCredential(),
         stack.env["AZURE_SUBSCRIPTION_ID"],
         base_url=stack.env["ACR_TRANSFER_ARM_ENDPOINT"],
         credential_scopes=[stack.env["ACR_TRANSFER_ARM_SCOPE"]],
     )
+
+
+def scenario_baseline_many(stack: Any, count: int = 100) -> dict[str, Any]:
+    """The baseline at ``count``: that many threads, each running ``begin_create(...).result()`` for one export
+    run (what ``count`` parallel ``az acr pipeline-run create`` do). Detection is when ``result()`` returned minus
+    when the stand-in finished the run; ARM reads and 429s come from the stand-in's log."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from azure.mgmt.containerregistry.v2025_03_01_preview import models as m
+
+    topo = json.loads(Path(stack.env["ACR_TRANSFER_EMULATOR_TOPOLOGY"]).read_text())
+    arm = _sdk_client(stack)
+    names = [f"bm{uuid.uuid4().hex[:12]}" for _ in range(count)]
+    known: dict[str, float] = {}
+    errors: list[str] = []
+
+    def one(name: str) -> None:
+        req = m.PipelineRunRequest(
+            pipeline_resource_id=topo["pipelines"]["exportpipeline"]["id"],
+            artifacts=["demo/hello:v1"],
+            target=m.PipelineRunTargetProperties(type="AzureStorageBlob", name=f"baseline/{name}.tar"),
+        )
+        try:
+            arm.pipeline_runs.begin_create("transfer-rg", "sourceregistry", name, m.PipelineRun(request=req)).result()
+            known[name] = time.time()
+        except Exception as e:  # a baseline that fails is a figure too
+            errors.append(f"{type(e).__name__}: {str(e)[:120]}")
+
+    control(stack, "DELETE", "/requests")
+    started = time.time()
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        list(pool.map(one, names))
+    seconds = time.time() - started
+    done = finished_at(stack)
+    lat = [max(0.0, known[n] - done[n]) for n in names if n in known and n in done]
+    arm_log = [r for r in control(stack, "GET", "/requests") if r["service"] == "arm"]
+    reads = [r for r in arm_log if r["method"] == "GET"]
+    return {
+        "transfers": count,
+        "completed": len(known),
+        "errors": errors[:5],
+        "seconds": round(seconds, 1),
+        "detection_p50_seconds": pct(lat, 0.5),
+        "detection_p95_seconds": pct(lat, 0.95),
+        "arm_reads": len(reads),
+        "arm_reads_per_second": round(len(reads) / seconds, 2) if seconds else 0,
+        "arm_429s": sum(1 for r in arm_log if r["status"] == 429),
+    }
+
+
+def baseline_transfer(stack: Any) -> dict[str, Any]:
+    """What `az acr pipeline-run create` does: begin_create(...).result() with the SDK's default polling."""
+    from azure.mgmt.containerregistry.v2025_03_01_preview import models as m
+
+    topo = json.loads(Path(stack.env["ACR_TRANSFER_EMULATOR_TOPOLOGY"]).read_text())
+    arm = _sdk_client(stack)
     blob, names = f"baseline/{uuid.uuid4().hex}.tar", [f"bx{uuid.uuid4().hex[:10]}", f"bi{uuid.uuid4().hex[:10]}"]
     control(stack, "DELETE", "/requests")
     known: dict[str, float] = {}
@@ -407,6 +472,14 @@ def write_outputs(results: dict[str, Any]) -> None:
             f"| {n} simultaneous | worker CPU s, peak RSS MiB | {lvl['worker_cpu_seconds']}, "
             f"{lvl['worker_peak_rss_mib']} | RSS < 1024 at 100 |"
         )
+    if many := merged.get("baseline_100"):
+        n = many["transfers"]
+        md += [
+            f"| baseline at {n}: {n} threads of `begin_create().result()` | completed; p50 / p95 detection (s) | "
+            f"{many['completed']} of {n}; {many['detection_p50_seconds']} / {many['detection_p95_seconds']} | — |",
+            f"| baseline at {n} | ARM reads, reads/s, 429s | {many['arm_reads']}, {many['arm_reads_per_second']}, "
+            f"{many['arm_429s']} | — |",
+        ]
     if bridge:
         md.append(
             f"| bridge {bridge['blob_bytes'] // 1024**2} MiB | bytes through the worker | "
@@ -474,7 +547,7 @@ def main() -> int:
     try:
         os.environ["TARGET_VAULT_URL"] = stack.env["TARGET_VAULT_URL"]
         results: dict[str, Any] = {}
-        if wanted & {"single", "concurrency"}:
+        if wanted & {"single", "concurrency", "baseline-100"}:
             from deployments.demo import push_demo_images
 
             push_demo_images(stack.env)
@@ -488,6 +561,9 @@ def main() -> int:
             for count in LEVELS:
                 print(f"▶ {count} simultaneous transfers", flush=True)
                 results["concurrency"].append(scenario_concurrency(stack, detections, count, home))
+        if "baseline-100" in wanted:
+            print("▶ baseline: 100 threads, each begin_create(...).result()", flush=True)
+            results["baseline_100"] = scenario_baseline_many(stack, 100)
         if "bridge" in wanted:
             print("▶ bridge", flush=True)
             results["bridge"] = scenario_bridge(stack)

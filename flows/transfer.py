@@ -25,7 +25,7 @@ from acr_transfer.sync import SyncPlan
 from tasks.concurrency import route_lock
 from tasks.preflight import check_artifacts, check_export_side, check_import_side, check_pipeline
 from tasks.report import (
-    clean_up_blob,
+    clean_up_blobs,
     label_run,
     publish_exported_blobs,
     publish_plan,
@@ -195,9 +195,8 @@ def _transfer(ctx: TransferContext, request: TransferRequest) -> TransferResult:
             f"transfer {ctx.transfer_id} on route '{ctx.route.name}': {len(failures)} batch(es) failed:\n"
             + "\n".join(failures)
         )
-    if ctx.route.cleanup.delete_export_blob:
-        for blob in blobs:
-            clean_up_blob(ctx, blob)
+    if ctx.route.cleanup.delete_export_blob and blobs:
+        clean_up_blobs(quote(ctx), blobs)  # type: ignore[call-overload]
     log.info("transfer %s complete: %s artifacts verified", ctx.transfer_id, result.verified)
     return result
 
