@@ -170,6 +170,11 @@ def scenario_one(stack: Any, detections: Detections) -> dict[str, Any]:
     from flows.transfer import registry_transfer
 
     route = load_configured_routes(ROOT / "routes.example.yaml").get("demo")
+    # the process's first transfer also pays its imports, first connections and tokens (a fresh worker's first
+    # flow run does too): measured, then the figures below are of the next one, as a running worker sees them
+    cold_started = time.time()
+    registry_transfer(TransferRequest(route=route, artifacts=["demo/hello:v1"], transfer_id=uuid.uuid4().hex[:12]))
+    cold = time.time() - cold_started
     control(stack, "DELETE", "/requests")
     tid = uuid.uuid4().hex[:12]
     started = time.time()
@@ -179,11 +184,21 @@ def scenario_one(stack: Any, detections: Detections) -> dict[str, Any]:
     done = finished_at(stack)
     runs = [f"x{tid}b001a1", f"i{tid}b001a1"]
     runs_info = {r["name"]: r for r in control(stack, "GET", "/runs")}
+    export_run, import_run = runs_info.get(runs[0], {}), runs_info.get(runs[1], {})
+    timeline = {
+        "before_export_created": round(float(export_run.get("started_at", started)) - started, 2),
+        "export_finished_to_import_created": round(
+            float(import_run.get("started_at", 0)) - float(export_run.get("finished_at", 0)), 2
+        ),
+        "after_import_finished": round(started + ours - float(import_run.get("finished_at", started + ours)), 2),
+    }
     ideal = RUN_SECONDS * 2
     baseline = baseline_transfer(stack)
     return {
         "succeeded": result.succeeded,
         "end_to_end_seconds": round(ours, 2),
+        "first_in_process_seconds": round(cold, 2),
+        "overhead_timeline_seconds": timeline,
         "ideal_seconds": ideal,
         "overhead_seconds": round(ours - ideal, 2),
         "baseline_end_to_end_seconds": round(baseline["seconds"], 2),
@@ -453,6 +468,7 @@ def write_outputs(results: dict[str, Any]) -> None:
         base = one["baseline_detection_latency_seconds"]
         md += [
             f"| one transfer | end-to-end (s) | {one['end_to_end_seconds']} | ideal {one['ideal_seconds']} + ≤ 2 |",
+            f"| one transfer | the process's first (s) | {one.get('first_in_process_seconds', '—')} | — |",
             f"| one transfer | baseline `begin_create().result()` (s) | {one['baseline_end_to_end_seconds']} | — |",
             f"| one transfer | detection latency export / import (s) | {one['detection_latency_seconds']['export']} / "
             f"{one['detection_latency_seconds']['import']} | ≤ 1.5 |",
