@@ -160,16 +160,18 @@ def check_export_side(
         )
     )
     if "OverwriteBlobs" not in export.options:
-        for batch in ctx.plan.batches:
-            if batch.blob_name in own_blobs:
-                continue
-            checks.append(
-                _guard(
-                    f"export blob name '{batch.blob_name}'",
-                    "use another transfer id or blob_name_template, delete the blob, or enable OverwriteBlobs",
-                    functools.partial(_free, storage, export.container_uri, batch.blob_name, sas),
-                )
+        names = [b.blob_name for b in ctx.plan.batches if b.blob_name not in own_blobs]
+
+        def free(name: str) -> Check:
+            return _guard(
+                f"export blob name '{name}'",
+                "use another transfer id or blob_name_template, delete the blob, or enable OverwriteBlobs",
+                functools.partial(_free, storage, export.container_uri, name, sas),
             )
+
+        # up to 50 names: eight reads at a time, the checks in batch order
+        with ThreadPoolExecutor(max_workers=8, thread_name_prefix="preflight-blobs") as pool:
+            checks += pool.map(free, names)
     return checks
 
 
