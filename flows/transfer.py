@@ -167,10 +167,10 @@ def _transfer(ctx: TransferContext, request: TransferRequest) -> TransferResult:
 
     verified, runs, failures, blobs = {}, {}, [], []
     for b in batches:
-        steps = (exports, bridges, imports, verifies) if bridges else (exports, imports, verifies)
-        chain = [_outcome(f[b.index]) for f in steps]
-        if not bridges:
-            chain.insert(1, None)
+        # a step without a future (no bridge between shared storage) gives None, like one that never ran
+        chain: list[Any] = [
+            _outcome(f[b.index]) if b.index in f else None for f in (exports, bridges, imports, verifies)
+        ]
         export, _, imported, outcome = chain
         runs[b.index] = (getattr(export, "name", ""), getattr(imported, "name", ""))
         if getattr(export, "blob", None):
