@@ -27,6 +27,8 @@ from acr_transfer.sas import SasToken, sas_problems
 from acr_transfer.secret_access import fix_for, grant_for, why_not
 from acr_transfer.sync import SendReason
 
+PARALLEL_READS = 8  # storage and registry reads preflight makes at once (blob names, artifacts)
+
 
 @dataclass(frozen=True)
 class Check:
@@ -169,8 +171,8 @@ def check_export_side(
                 functools.partial(_free, storage, export.container_uri, name, sas),
             )
 
-        # up to 50 names: eight reads at a time, the checks in batch order
-        with ThreadPoolExecutor(max_workers=8, thread_name_prefix="preflight-blobs") as pool:
+        # up to 50 names, read PARALLEL_READS at a time; the checks stay in batch order
+        with ThreadPoolExecutor(max_workers=PARALLEL_READS, thread_name_prefix="preflight-blobs") as pool:
             checks += pool.map(free, names)
     return checks
 
@@ -230,7 +232,7 @@ MAX_NAMED = 20
 
 
 def check_artifacts(
-    ctx: TransferContext, in_source: DigestReader, in_target: DigestReader | None, workers: int = 8
+    ctx: TransferContext, in_source: DigestReader, in_target: DigestReader | None, workers: int = PARALLEL_READS
 ) -> list[Check]:
     """Every artifact exists in the source registry; and, unless the import pipeline has OverwriteTags, no
     tag already points at other content in the target (the import would fail on it after the export).

@@ -196,7 +196,7 @@ def _transfer(ctx: TransferContext, request: TransferRequest) -> TransferResult:
             + "\n".join(failures)
         )
     if ctx.route.cleanup.delete_export_blob and blobs:
-        clean_up_blobs(quote(ctx), blobs)  # type: ignore[call-overload]
+        clean_up_blobs(quoted, blobs)  # type: ignore[call-overload]
     log.info("transfer %s complete: %s artifacts verified", ctx.transfer_id, result.verified)
     return result
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 
 from acr_transfer import preflight, steps
-from acr_transfer.azure.acr_listing import DigestLookup
 from acr_transfer.azure.registry import PipelineFacts, RegistryAddress
 from acr_transfer.context import TransferContext
 from acr_transfer.preflight import Check
@@ -62,9 +61,8 @@ def check_artifacts(ctx: TransferContext) -> list[Check]:
     azure = clients.shared()
     refs = [ArtifactRef.parse(a) for a in ctx.plan.artifacts]
     # a repository asked for many tags is read from its tag listing (100 tags a request), not a HEAD per tag
-    in_source = DigestLookup(azure.listing, azure.login_server(ctx.source), refs)
-    in_target = DigestLookup(azure.listing, azure.login_server(ctx.target), refs) if ctx.has_target else None
-    checks = preflight.check_artifacts(ctx, in_source, in_target)
+    in_target = azure.digests(ctx.target, refs) if ctx.has_target else None
+    checks = preflight.check_artifacts(ctx, azure.digests(ctx.source, refs), in_target)
     for c in checks:
         get_run_logger().info("%s", c.line)
     return checks

@@ -11,7 +11,6 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.runtime import flow_run
 
 from acr_transfer import steps
-from acr_transfer.azure.acr_listing import DigestLookup
 from acr_transfer.azure.registry import RegistryAddress, RunState
 from acr_transfer.azure.storage import BlobFacts
 from acr_transfer.context import TransferContext, resolve_configured
@@ -180,9 +179,7 @@ def _compare_digests(ctx: TransferContext, results: list[steps.ArtifactResult]) 
     azure = clients.shared()
     refs = [ArtifactRef.parse(r.artifact) for r in results]
     # a batch's tags of one repository come from its tag listing (100 a request), not a HEAD each per side
-    in_source = DigestLookup(azure.listing, azure.login_server(ctx.source), refs)
-    in_target = DigestLookup(azure.listing, azure.login_server(ctx.target), refs)
-    results, notes = steps.compare_digests(results, in_source, in_target)
+    results, notes = steps.compare_digests(results, azure.digests(ctx.source, refs), azure.digests(ctx.target, refs))
     for note in notes:
         log.warning("%s", note)
     return results

@@ -110,10 +110,8 @@ class RegistryListing:
             PermanentError: a tag entry lacks its name, digest or times.
         """
         found: dict[str, ListedTag] = {}
-        path = f"/acr/v1/{_path(repo)}/_tags"
-        for body in self._pages("tags", login_server, path, repo, f"list the tags of repository {repo}"):
-            for entry in list_field(body, "tags", login_server):
-                tag = listed_tag(entry, login_server, repo)
+        for page in self._tag_pages(login_server, repo):
+            for tag in page:
                 found.setdefault(tag.tag, tag)
         return list(found.values())
 
@@ -125,12 +123,8 @@ class RegistryListing:
             AuthError, RequestRejectedError, TransientError, PermanentError: as in the module docstring.
         """
         found: dict[str, str | None] = {}
-        path = f"/acr/v1/{_path(repo)}/_tags"
-        for pages, body in enumerate(
-            self._pages("tags", login_server, path, repo, f"list the tags of repository {repo}"), start=1
-        ):
-            for entry in list_field(body, "tags", login_server):
-                tag = listed_tag(entry, login_server, repo)
+        for pages, page in enumerate(self._tag_pages(login_server, repo), start=1):
+            for tag in page:
                 if tag.tag in wanted:
                     found.setdefault(tag.tag, tag.digest)
             if len(found) == len(wanted):
@@ -138,6 +132,12 @@ class RegistryListing:
             if pages >= budget:
                 return None
         return {tag: found.get(tag) for tag in wanted}
+
+    def _tag_pages(self, login_server: str, repo: str) -> Iterator[list[ListedTag]]:
+        """The tags of ``repo``, a page at a time (``/acr/v1/{repo}/_tags``); nothing when it does not exist."""
+        path = f"/acr/v1/{_path(repo)}/_tags"
+        for body in self._pages("tags", login_server, path, repo, f"list the tags of repository {repo}"):
+            yield [listed_tag(entry, login_server, repo) for entry in list_field(body, "tags", login_server)]
 
     def manifests(self, login_server: str, repo: str) -> dict[str, list[str]]:
         """Every manifest of ``repo`` by digest, with its tags (none: untagged — a referrer pushed by digest, a

@@ -10,18 +10,19 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import cached_property
 from typing import Any
 
 from acr_transfer.azure.acr_data import RegistryDataPlane
-from acr_transfer.azure.acr_listing import RegistryListing
+from acr_transfer.azure.acr_listing import DigestLookup, RegistryListing
 from acr_transfer.azure.keyvault import KeyVaultSecrets
 from acr_transfer.azure.read_budget import Lease, ReadPacer
 from acr_transfer.azure.registry import RegistryAddress, RegistryArm
 from acr_transfer.azure.storage import BlobStorage
 from acr_transfer.azure.vault_access import VaultAccessReader
 from acr_transfer.polling import PollPlan
+from acr_transfer.refs import ArtifactRef
 from acr_transfer.settings import Settings
 from acr_transfer.watcher import RunWatcher
 
@@ -87,6 +88,11 @@ class AzureClients:
     @cached_property
     def storage(self) -> BlobStorage:
         return BlobStorage(self.settings, self.credential)
+
+    def digests(self, registry: RegistryAddress, refs: Iterable[ArtifactRef]) -> DigestLookup:
+        """``(repo, reference) → digest | None`` on ``registry`` for these artifacts, in as few requests as it can
+        (``DigestLookup``: tag listings for repositories asked for many tags)."""
+        return DigestLookup(self.listing, self.login_server(registry), refs)
 
     def login_server(self, registry: RegistryAddress) -> str:
         """A registry's login server, read through ARM once per holder."""
