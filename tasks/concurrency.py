@@ -35,7 +35,8 @@ from acr_transfer.settings import Settings
 from tasks.bookkeeping import quick
 
 log = logging.getLogger("acr_transfer.budget")
-LEASE_SECONDS = 120
+LEASE_SECONDS = 120  # Prefect takes 60 s at least
+RENEW_SECONDS = LEASE_SECONDS / 3  # how often a held lease is renewed (and a lost one noticed)
 STALE_AFTER = 10.0  # seconds a taken slot may go without a recorded holder before it counts as stranded
 
 
@@ -203,6 +204,7 @@ class RouteLock:
         self._lease: str | None = None
         self._held = threading.Event()
         self._stop = threading.Event()
+        self._turn = threading.Lock()  # the renewer's tick and the release never interleave
         self._renewer: threading.Thread | None = None
 
     # --- acquiring ---------------------------------------------------------------------------------------------
@@ -282,18 +284,21 @@ class RouteLock:
     def _renew(self) -> None:
         from prefect.exceptions import PrefectHTTPStatusError
 
-        while not self._stop.wait(LEASE_SECONDS / 3 if self._held.is_set() else 1):
-            try:
-                if self._held.is_set():
-                    self.api().renew_concurrency_lease(self._lease, LEASE_SECONDS)
-                else:
-                    self._take_back()
-            except PrefectHTTPStatusError as e:
-                if e.response.status_code in (404, 410):  # the server no longer knows the lease
-                    log.warning("route lock %s: its lease was lost; taking it back", self.name)
-                    self._held.clear()
-            except Exception:  # the Prefect API is down: the next tick tries again
-                pass
+        while not self._stop.wait(RENEW_SECONDS if self._held.is_set() else 1):
+            with self._turn:
+                if self._stop.is_set():  # released while this tick waited its turn: a take-back would re-take it
+                    return
+                try:
+                    if self._held.is_set():
+                        self.api().renew_concurrency_lease(self._lease, LEASE_SECONDS)
+                    else:
+                        self._take_back()
+                except PrefectHTTPStatusError as e:
+                    if e.response.status_code in (404, 410):  # the server no longer knows the lease
+                        log.warning("route lock %s: its lease was lost; taking it back", self.name)
+                        self._held.clear()
+                except Exception:  # the Prefect API is down: the next tick tries again
+                    pass
 
     def _take_back(self) -> None:
         """After a lost lease: take the slot again; a slot still counted for our own lost lease is ours."""
@@ -319,10 +324,17 @@ class RouteLock:
     def release(self) -> None:
         """Give the slot back and forget the record. A lease the server forgot (a restart) cannot be released:
         then the slot is freed by hand, as long as the record still names this holder."""
+        self._stop.set()
+        # a renewer tick in flight (a take-back after a lost lease) finishes first; none starts after this
+        with self._turn:
+            self._release()
+        if self._own_api:
+            self.api.close()
+
+    def _release(self) -> None:
         from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
         from prefect.exceptions import PrefectHTTPStatusError
 
-        self._stop.set()
         try:
             holder = read_holder(self.route, self.api)
             mine = holder is not None and holder.lease_id == self._lease
@@ -343,9 +355,6 @@ class RouteLock:
                 self.api().delete_variable_by_name(holder_variable(self.route))
         except Exception as e:  # bookkeeping: an unreleased slot is reclaimed by the next transfer of the route
             log.warning("could not release route lock %s (%s); the next transfer reclaims it", self.name, e)
-        finally:
-            if self._own_api:
-                self.api.close()
 
 
 _held: dict[str, RouteLock] = {}

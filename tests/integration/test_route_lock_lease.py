@@ -1,0 +1,85 @@
+"""A route lock whose lease the Prefect server forgot (a restart with in-memory leases), on a real Prefect server:
+the holder takes it back, and releasing it while that take-back is in flight leaves the slot free."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from typing import Any
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
+
+import tasks.concurrency as concurrency
+from tasks.concurrency import PrefectApi, active_slots, holder_variable, read_holder, route_lock, route_lock_name
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_server")]
+
+
+class _SlowTakeBack(PrefectApi):
+    """The real Prefect client; the renewer's calls while it takes back a lost lease are held up half a second,
+    so a release is sure to overlap one (a slow or busy server does that by itself)."""
+
+    def __init__(self, lock_held: threading.Event | None = None) -> None:
+        super().__init__()
+        self.taking_back = threading.Event()
+        self.lock_held = lock_held
+
+    def __call__(self) -> Any:
+        mine = threading.current_thread().name.startswith("lease-")
+        if mine and self.lock_held is not None and not self.lock_held.is_set():
+            self.taking_back.set()
+            time.sleep(0.5)
+        return super().__call__()
+
+
+def _forget_lease(route: str, lease: str) -> None:
+    """What a Prefect restart leaves: the lease unknown to the server, its slot still counted."""
+    name = route_lock_name(route)
+    with get_client(sync_client=True) as client:
+        client.release_concurrency_slots_with_lease(lease)
+        client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(active_slots=1))
+
+
+def _wait(what: str, ready: Any, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_a_forgotten_lease_is_taken_back_and_released(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(concurrency, "RENEW_SECONDS", 0.5)  # the renewer notices a lost lease at once
+    route = f"lease{uuid.uuid4().hex[:6]}"
+    with route_lock(route, transfer_id="t1") as lock:
+        first = lock._lease
+        assert first is not None
+        _forget_lease(route, first)
+        _wait("the renewer to notice the lost lease", lambda: not lock._held.is_set())
+        lock.ensure_held(timeout=30)  # as before the next pipeline run: taken back
+        assert lock._lease != first
+        holder = read_holder(route, lock.api)
+        assert holder is not None and holder.lease_id == lock._lease
+        assert active_slots(route_lock_name(route)) == 1
+    assert active_slots(route_lock_name(route)) == 0
+    with get_client(sync_client=True) as client:
+        assert client.read_variable_by_name(holder_variable(route)) is None
+
+
+def test_a_release_during_a_take_back_leaves_the_slot_free(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(concurrency, "RENEW_SECONDS", 0.5)
+    route = f"lease{uuid.uuid4().hex[:6]}"
+    api = _SlowTakeBack()
+    with route_lock(route, transfer_id="t2", api=api) as lock:
+        api.lock_held = lock._held
+        assert lock._lease is not None
+        _forget_lease(route, lock._lease)
+        assert api.taking_back.wait(30), "the renewer never noticed the lost lease"
+        # the transfer ends now, while the renewer is taking the lock back
+    _wait("the renewer to stop", lambda: not any(t.name == f"lease-{route}" for t in threading.enumerate()), 10)
+    assert active_slots(route_lock_name(route)) == 0
+    with get_client(sync_client=True) as client:
+        assert client.read_variable_by_name(holder_variable(route)) is None
+    api.close()
