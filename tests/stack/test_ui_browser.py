@@ -84,10 +84,15 @@ def test_the_transfer_form_is_typed_and_a_run_of_demo_completes_with_its_artifac
         assert options.all_inner_texts() == TWO_SIDED
         page.get_by_role("option", name="demo", exact=True).click()
         expect(route).to_have_text("demo")
-        with page.expect_response(
-            lambda r: r.request.method == "POST" and r.url.endswith("/create_flow_run"), timeout=UI_WAIT_MS
-        ) as created:
-            page.get_by_role("button", name="Submit").click()
+        for _ in range(3):
+            with page.expect_response(
+                lambda r: r.request.method == "POST" and r.url.endswith("/create_flow_run"), timeout=UI_WAIT_MS
+            ) as created:
+                page.get_by_role("button", name="Submit").click()
+            if created.value.status != 503:
+                break
+            # SQLite's busy conflict under the full suite (Prefect's 503; the UI does not retry): a person submits again
+            page.wait_for_timeout(2000)
         assert created.value.status == 201, created.value.text()
         run: dict[str, Any] = created.value.json()
         assert run["parameters"]["route"] == "demo"
