@@ -71,12 +71,13 @@ def _watch(ctx: TransferContext, registry: RegistryAddress, run: RunState, batch
         if pct // 25 != last[0] // 25 or (state.terminal and pct != last[0]):
             halfway = pct // 50 != max(last[0], 0) // 50
             last[0] = pct
+            # the line first: it is stamped when it is written, the artifact update after it is a request
+            log.info("%s run %s: %s%% (%s)", step, state.name, pct, state.status or state.provisioning_state)
             if artifact_id is not None and (state.terminal or halfway):
                 progress = float(min(pct, 100))
                 bookkeeping(
                     lambda: update_progress_artifact(artifact_id=artifact_id, progress=progress), "update progress"
                 )
-            log.info("%s run %s: %s%% (%s)", step, state.name, pct, state.status or state.provisioning_state)
 
     last_told = [0.0]
 
