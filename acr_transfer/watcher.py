@@ -18,10 +18,13 @@ from datetime import UTC, datetime, timedelta
 
 from acr_transfer.azure.registry import RegistryAddress, RegistryArm, RunState
 from acr_transfer.errors import AcrTransferError, NotFoundError, RunTimeoutError, TransientError
-from acr_transfer.polling import PollPlan, next_delay
+from acr_transfer.polling import LOW_READS, PollPlan, next_delay
 from acr_transfer.retry import Retrying, backoff_delay
 
 OUTAGE_MAX_DELAY = 30.0  # the longest pause between two reads while ARM does not answer
+# a registry whose watched runs one LIST refreshes is LISTed at least this often per page it costs: its runs' own
+# intervals stretch with their age, but while a LIST reads them all at once, one more read of it tells every run
+LIST_SECONDS_PER_PAGE = 1.0
 
 
 class OutageError(RunTimeoutError):
@@ -146,6 +149,25 @@ class RunWatcher:
                 self._update(w, states[w.name])
             elif w in due:
                 self._finish(w, error=NotFoundError(f"pipeline run '{w.name}' disappeared while being watched"))
+        if len(due) > pages:
+            self._keep_listing(registry)
+
+    def _keep_listing(self, registry: RegistryAddress) -> None:
+        """After a LIST: while more runs of the registry are watched than a LIST costs pages, bring every one's
+        next read to the registry's LIST cadence, so they come due together and one LIST serves them all. Reads
+        scale with registries and their pages, not with runs; a lone run keeps its own adaptive GETs."""
+        pages = self._pages.get(registry.id.lower(), 1)
+        with self._cond:
+            watched = [w for w in self._watches if w.registry.id.lower() == registry.id.lower()]
+        if len(watched) <= pages:
+            return
+        cadence = max(self.plan.min_seconds, pages * LIST_SECONDS_PER_PAGE)
+        if self.arm.remaining_reads is not None and self.arm.remaining_reads < LOW_READS:
+            cadence *= 2
+        due = self.clock() + cadence
+        for w in watched:
+            if w.outage_since is None:  # a run whose reads fail keeps its backoff
+                w.next_due = min(w.next_due, due)
 
     def _list(self, registry: RegistryAddress, budget: int, wanted: set[str]) -> dict[str, RunState]:
         """LIST the registry's runs, giving up once it has cost ``budget`` pages (then GETs are cheaper)."""

@@ -144,3 +144,34 @@ def test_an_outage_that_outlasts_the_deadline_names_the_run_and_the_way_back() -
         watcher.wait(REG, "r1", timeout=1.0)
     assert "re-run with the same transfer id to continue" in str(e.value)
     assert isinstance(e.value, RunTimeoutError)  # permanent: the step is not retried past the deadline
+
+
+def _watched(watcher: RunWatcher, names: list[str], started: float) -> list[Any]:
+    from acr_transfer.watcher import _Watch
+
+    watches = [_Watch(REG, n, started, started + 3600, next_due=0.0) for n in names]
+    watcher._watches.extend(watches)
+    return watches
+
+
+def test_runs_one_list_reads_come_due_together_at_the_list_cadence() -> None:
+    # 30 runs, 100 s old: alone, each would next be read in 10 s (a tenth of its age); one LIST reads them all, so
+    # the LIST comes again within a second (a page) and tells every run at once
+    now = [1000.0]
+    names = [f"run{i}" for i in range(30)]
+    arm = FakeArm(names, seconds=10_000)
+    watcher = RunWatcher(arm, PollPlan(0.5, 15.0), clock=lambda: now[0])  # type: ignore[arg-type]
+    watches = _watched(watcher, names, started=now[0] - 100)
+    watcher._refresh(watches[:5])
+    assert arm.pages == 2 and arm.gets == 0  # one LIST of two pages (20 a page)
+    assert {w.next_due for w in watches} == {now[0] + 2.0}  # a second a page, for all 30 together
+
+
+def test_a_lone_run_keeps_its_own_adaptive_interval() -> None:
+    now = [1000.0]
+    arm = FakeArm(["runa"], seconds=10_000)
+    watcher = RunWatcher(arm, PollPlan(0.5, 15.0), clock=lambda: now[0])  # type: ignore[arg-type]
+    (watch,) = _watched(watcher, ["runa"], started=now[0] - 100)
+    watcher._refresh([watch])
+    assert arm.gets == 1 and arm.pages == 0
+    assert watch.next_due == pytest.approx(now[0] + 10.0)  # a tenth of its age: a long run costs few reads
