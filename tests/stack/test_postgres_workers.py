@@ -25,7 +25,9 @@ from deployments.stack import Stack, up
 from tests.support import prefect_rest
 from tests.support.standin import StandIn
 
-pytestmark = pytest.mark.integration
+# the module fixture starts PostgreSQL, a Prefect server, the stand-in and two workers, and under make test's
+# side-by-side shards on 2 cores that alone took minutes in CI: 300 s (the suite's default) ran out in teardown
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 TRANSFERS = 6
 WORKER_LIMIT = TRANSFERS // 2  # each worker takes at most half, so both must run some
