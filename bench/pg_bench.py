@@ -16,6 +16,7 @@ limit. Unlike the other scenarios nothing runs in the bench process, so what it 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -116,7 +117,7 @@ def _epoch(stamp: str) -> float:
 
 def scenario_pg_workers(run_seconds: float, count: int = TRANSFERS) -> dict[str, Any]:
     """``count`` simultaneous transfers over PostgreSQL and two process workers (see the module docstring)."""
-    from run import control, finished_at, pct, routes_file
+    from run import arm_requests_by_kind, control, finished_at, pct, routes_file
 
     from deployments import stack as stack_module
     from tests.support import prefect_rest
@@ -168,6 +169,8 @@ def scenario_pg_workers(run_seconds: float, count: int = TRANSFERS) -> dict[str,
         lat = [max(0.0, detected[n] - done[n]) for n in done if n in detected]
         log = control(stack, "GET", "/requests")
         arm = [r for r in log if r["service"] == "arm"]
+        if dump := os.environ.get("BENCH_DUMP_REQUESTS"):  # the raw material, for a closer look
+            Path(dump).write_text(json.dumps({"arm": arm, "done": done, "detected": detected}))
         reads = [r for r in arm if r["method"] in ("GET", "HEAD")]
         registry_of = {r["name"]: r["registry"] for r in control(stack, "GET", "/runs")}
         seen = first_read_after(reads, done, registry_of)
@@ -201,6 +204,7 @@ def scenario_pg_workers(run_seconds: float, count: int = TRANSFERS) -> dict[str,
             "arm_reads": len(reads),
             "arm_reads_per_second": round(len(reads) / elapsed, 2),
             "arm_429s": sum(1 for r in arm if r["status"] == 429),
+            "arm_requests_by_kind": arm_requests_by_kind(arm),
             "worker_peak_rss_mib": {n: round(v / 1024**2, 1) for n, v in sampler.peak.items()},
             "workers_peak_rss_mib_total": round(sampler.peak_total / 1024**2, 1),
         }

@@ -146,6 +146,10 @@ def arm_requests_by_kind(log: list[dict[str, Any]]) -> dict[str, int]:
             kind = "LIST pipeline runs"
         elif "Pipelines/" in path:
             kind = f"{r['method']} pipeline"
+        elif "Microsoft.KeyVault/vaults" in path:
+            kind = f"{r['method']} key vaults"
+        elif "roleAssignments" in path or "roleDefinitions" in path:
+            kind = f"{r['method']} role assignments"
         else:
             kind = f"{r['method']} registry"
         kinds[kind] = kinds.get(kind, 0) + 1

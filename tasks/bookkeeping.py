@@ -4,13 +4,21 @@ Azure completes a transfer whether or not the Prefect server heard of its progre
 call is one warning (per kind of call, at most a minute apart) and the step goes on. Progress updates are tried
 once (:func:`quick`: no client retries, whose backoff would hold the step for half a minute per call); what a
 person must see at the end (the summary) keeps the client's retries first.
+
+Progress that nothing waits for goes through :class:`Backlog`: a few background threads make those calls, in
+order per key, so a step is never held by a slow Prefect server — a busy server once took seconds to answer a
+progress artifact's creation, and the run's first read waited behind it.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextvars
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_all
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -84,3 +92,82 @@ def _log() -> Any:
         import logging
 
         return logging.getLogger("acr_transfer.bookkeeping")
+
+
+class Backlog:
+    """Bookkeeping calls that nothing waits for, made in the background (see the module docstring).
+
+    Calls with one ``key`` run in the order they were given (a progress artifact is created before it is
+    updated); an update overtaken by a newer one of its key before it ran is dropped (only the latest progress
+    matters). Each call runs in a copy of the caller's context, so Prefect still files an artifact under the
+    task run that asked for it, and goes through :func:`bookkeeping` (tried once, a failure one warning).
+
+    Args:
+        threads: how many calls may be in flight at once.
+    """
+
+    def __init__(self, threads: int = 4) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="acr-bookkeeping")
+        self._lock = threading.Lock()
+        self._last: dict[str, Future[None]] = {}  # key → its latest call
+        self._latest: dict[str, int] = {}  # key → the number of its latest call
+        self._pending: dict[Future[None], str] = {}  # call → its key
+
+    def later(self, key: str, call: Callable[[], object], what: str, *, replaceable: bool = False) -> None:
+        """Make ``call`` in the background after the earlier calls of ``key``.
+
+        Args:
+            key: orders calls (e.g. the progress artifact's key).
+            call: the Prefect API call, without arguments.
+            what: names it in the warning when it fails.
+            replaceable: may be skipped when a newer call of ``key`` was given before this one ran.
+        """
+        context = contextvars.copy_context()
+        with self._lock:
+            before = self._last.get(key)
+            number = self._latest[key] = self._latest.get(key, 0) + 1
+
+            def run() -> None:
+                if before is not None:  # FIFO: an earlier call of the key has started, so this waits on no queue
+                    before.result()
+                if replaceable and self._latest.get(key) != number:
+                    return
+                context.run(bookkeeping, call, what)
+
+            future = self._pool.submit(run)
+            self._last[key] = future
+            self._pending[future] = key
+        future.add_done_callback(self._done(key))
+
+    def _done(self, key: str) -> Callable[[Future[None]], None]:
+        def forget(future: Future[None]) -> None:
+            with self._lock:
+                self._pending.pop(future, None)
+                if self._last.get(key) is future:
+                    del self._last[key]
+                    self._latest.pop(key, None)
+
+        return forget
+
+    def drain(self, timeout: float, containing: str = "") -> bool:
+        """Wait up to ``timeout`` seconds for the calls given so far whose key contains ``containing`` (all by
+        default); returns whether they were all made."""
+        with self._lock:
+            pending = {f for f, key in self._pending.items() if containing in key}
+        if not pending:
+            return True
+        _, not_done = wait_all(pending, timeout=timeout)
+        return not not_done
+
+
+_backlog: Backlog | None = None
+
+
+def backlog() -> Backlog:
+    """This process's backlog, started on first use; what it still holds at exit gets up to 10 s to go out."""
+    global _backlog
+    with _lock:
+        if _backlog is None:
+            _backlog = Backlog()
+            atexit.register(_backlog.drain, 10.0)
+        return _backlog

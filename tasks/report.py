@@ -18,7 +18,9 @@ from acr_transfer.preflight import Check
 from acr_transfer.results import ExportedBlob, TransferResult, markdown, plan_markdown
 from acr_transfer.sync import SyncPlan
 from tasks import clients
-from tasks.bookkeeping import bookkeeping
+from tasks.bookkeeping import backlog, bookkeeping
+
+PROGRESS_DRAIN_SECONDS = 15.0
 
 
 def _resources(ctx: TransferContext, blobs: list[str]) -> list[dict[str, str]]:
@@ -81,6 +83,8 @@ def label_run(ctx: TransferContext) -> None:
 def publish_result(ctx: TransferContext, result: TransferResult) -> TransferResult:
     """Table + markdown artifacts (keyed per route) and the final event (``acr.transfer.imported`` or
     ``acr.transfer.failed``)."""
+    # the runs' progress artifacts, written in the background, reach the server first (or give up waiting)
+    backlog().drain(PROGRESS_DRAIN_SECONDS, containing=ctx.transfer_id.lower())
     # the result is the transfer's, whatever the Prefect server could store: its API retried, then one warning
     bookkeeping(
         lambda: create_table_artifact(

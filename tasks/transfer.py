@@ -25,7 +25,7 @@ from acr_transfer.retry import Retrying
 from acr_transfer.settings import get_settings
 from acr_transfer.watcher import OutageError
 from tasks import clients, concurrency
-from tasks.bookkeeping import bookkeeping
+from tasks.bookkeeping import backlog
 from tasks.report import emit
 from tasks.retry import outlasting, resume_command, step_options
 
@@ -55,12 +55,20 @@ def _watch(ctx: TransferContext, registry: RegistryAddress, run: RunState, batch
     """Wait for a run with a progress artifact and progress notices; raise when it failed."""
     log = get_run_logger()
     key = re.sub(r"[^a-z0-9-]", "-", f"{step}-{run.name.lower()}")
-    artifact_id: Any = bookkeeping(
-        lambda: create_progress_artifact(
+    # the progress artifact is written in the background: the run's reads start now, not after Prefect answered
+    artifact: dict[str, Any] = {}
+    later = backlog().later
+
+    def create() -> None:
+        artifact["id"] = create_progress_artifact(
             progress=float(run.percentage or 0), key=key, description=f"{step} run {run.name} (batch {batch.index})"
-        ),
-        "create the progress artifact",
-    )
+        )
+
+    def update(**fields: Any) -> None:
+        if artifact.get("id") is not None:  # its creation failed: nothing to update
+            update_progress_artifact(artifact_id=artifact["id"], **fields)
+
+    later(key, create, "create the progress artifact")
     last = [-1]
 
     def on_progress(state: RunState) -> None:
@@ -73,11 +81,9 @@ def _watch(ctx: TransferContext, registry: RegistryAddress, run: RunState, batch
             last[0] = pct
             # the line first: it is stamped when it is written, the artifact update after it is a request
             log.info("%s run %s: %s%% (%s)", step, state.name, pct, state.status or state.provisioning_state)
-            if artifact_id is not None and (state.terminal or halfway):
+            if state.terminal or halfway:
                 progress = float(min(pct, 100))
-                bookkeeping(
-                    lambda: update_progress_artifact(artifact_id=artifact_id, progress=progress), "update progress"
-                )
+                later(key, lambda: update(progress=progress), "update progress", replaceable=True)
 
     last_told = [0.0]
 
@@ -92,12 +98,8 @@ def _watch(ctx: TransferContext, registry: RegistryAddress, run: RunState, batch
             description = f"{step} run {run.name} (batch {batch.index}) — ⚠ {outage.line()}"
         else:
             return
-        if artifact_id is not None:
-            pct = float(min(last[0], 100)) if last[0] >= 0 else 0.0
-            bookkeeping(
-                lambda: update_progress_artifact(artifact_id=artifact_id, progress=pct, description=description),
-                "update progress",
-            )
+        pct = float(min(last[0], 100)) if last[0] >= 0 else 0.0
+        later(key, lambda: update(progress=pct, description=description), "update progress")
 
     try:
         final = clients.shared().watcher.wait(registry, run.name, ctx.timeout_seconds, on_progress, on_outage)

@@ -33,6 +33,16 @@ def assert_in_target(standin: StandIn, pushed: list) -> None:
         assert manifest_digest(dst, p.repo, ref, standin.ca)[0] == manifest_digest(src, p.repo, p.digest, standin.ca)[0]
 
 
+def progress_artifacts(transfer_id: str) -> dict[str, float]:
+    """The latest progress of each run of the transfer, as the UI's artifacts page shows it."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterType
+
+    with get_client(sync_client=True) as client:
+        found = client.read_latest_artifacts(artifact_filter=ArtifactFilter(type=ArtifactFilterType(any_=["progress"])))
+    return {a.key: float(a.data) for a in found if a.key and transfer_id in a.key}  # type: ignore[arg-type]
+
+
 class Pushed:
     def __init__(self, pushed, by_digest: bool = False) -> None:
         self.repo, self.tag, self.digest = pushed.repo, pushed.tag, pushed.digest
@@ -57,6 +67,10 @@ def test_happy_path_tag_digest_and_index(standin: StandIn) -> None:
         a for a in records["artifacts"] if isinstance(a, list | dict) and req.transfer_id in json.dumps(a)
     ]
     assert tables, "no table artifact for the transfer"
+    # the runs' progress artifacts are written in the background, and are at 100 % once the flow has returned
+    progress = progress_artifacts(req.transfer_id)
+    assert sorted(progress) == [f"export-x{req.transfer_id}b001a1", f"import-i{req.transfer_id}b001a1"]
+    assert set(progress.values()) == {100.0}, progress
     wanted = {"acr.transfer.exported", "acr.transfer.imported"}
     deadline = time.monotonic() + 20  # the server persists events asynchronously
     while True:

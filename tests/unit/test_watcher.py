@@ -156,7 +156,7 @@ def _watched(watcher: RunWatcher, names: list[str], started: float) -> list[Any]
 
 def test_runs_one_list_reads_come_due_together_at_the_list_cadence() -> None:
     # 30 runs, 100 s old: alone, each would next be read in 10 s (a tenth of its age); one LIST reads them all, so
-    # the LIST comes again within a second (a page) and tells every run at once
+    # the LIST comes again after a quarter second a page and tells every run at once
     now = [1000.0]
     names = [f"run{i}" for i in range(30)]
     arm = FakeArm(names, seconds=10_000)
@@ -164,7 +164,7 @@ def test_runs_one_list_reads_come_due_together_at_the_list_cadence() -> None:
     watches = _watched(watcher, names, started=now[0] - 100)
     watcher._refresh(watches[:5])
     assert arm.pages == 2 and arm.gets == 0  # one LIST of two pages (20 a page)
-    assert {w.next_due for w in watches} == {now[0] + 2.0}  # a second a page, for all 30 together
+    assert {w.next_due for w in watches} == {now[0] + 0.5}  # two pages: 0.5 s, for all 30 together
 
 
 def test_a_lone_run_keeps_its_own_adaptive_interval() -> None:
