@@ -23,6 +23,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger, tags, task
 from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture, as_completed
 from prefect.settings import get_current_settings
 from prefect.states import Failed, State
@@ -214,7 +215,7 @@ class RouteOutcome(BaseModel):
     message: str = ""
 
 
-@task(name="sync-route", task_run_name="{route}")
+@task(name="sync-route", task_run_name="{route}", cache_policy=NO_CACHE)
 def sync_route(route: str, routes_file: str | None) -> RouteOutcome | State:
     """One route of a sync, by its halves: both sides transfer, an export-only route exports, an import-only
     route is skipped (it waits for a blob event); skipped too when the route is already transferring.

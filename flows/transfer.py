@@ -9,10 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.exceptions import UnfinishedRun
+from prefect.context import TagsContext
 from prefect.runtime import flow_run
 from prefect.utilities.annotations import quote
 
@@ -22,6 +21,8 @@ from acr_transfer.models import ImportRequest, TransferRequest
 from acr_transfer.preflight import Check
 from acr_transfer.results import ExportedBlob, TransferResult, rows_for
 from acr_transfer.sync import SyncPlan
+from tasks.chains import outcome as _outcome
+from tasks.chains import run_chains
 from tasks.concurrency import route_lock
 from tasks.preflight import check_artifacts, check_export_side, check_import_side, check_pipeline
 from tasks.report import (
@@ -103,6 +104,16 @@ def registry_transfer(
 
 
 @contextmanager
+def _task_runs_untagged() -> Iterator[None]:
+    """Task runs created here carry no ``route:`` tag (the flow run does, for the UI's filters): Prefect asks
+    its server for a concurrency slot of every tag of every task run as it starts, and 50 batches' tasks starting
+    together waited seconds for those answers, one after another."""
+    current = TagsContext.get().current_tags
+    with TagsContext(current_tags={t for t in current if not t.startswith("route:")}):
+        yield
+
+
+@contextmanager
 def _holding_route(ctx: TransferContext, take: bool, wait_seconds: float | None) -> Iterator[None]:
     """The route's lock around a transfer's work, with this flow run and transfer recorded as its holder."""
     if not take:
@@ -123,7 +134,7 @@ def run_transfer(
         raise ConfigError(f"route '{request.route.name}' needs both a source and a target for registry_transfer")
     ctx = plan_transfer(request)
     label_run(ctx)
-    with _holding_route(ctx, take_route_lock, lock_wait_seconds):
+    with _holding_route(ctx, take_route_lock, lock_wait_seconds), _task_runs_untagged():
         return _transfer(ctx, request)
 
 
@@ -146,32 +157,21 @@ def _transfer(ctx: TransferContext, request: TransferRequest) -> TransferResult:
     # quote: Prefect passes the context as it is instead of walking its every artifact for futures, once per task
     # of every batch (a 2,500-artifact route's context, 150 times)
     quoted = quote(ctx)
-    exports = {b.index: export_batch.submit(quoted, b) for b in batches}  # type: ignore[call-overload]
-    # futures as arguments: Prefect waits for them and passes their results (mypy cannot see that); the bridge is a
-    # task only when the two sides use different storage (otherwise it would be one no-op task run per batch)
-    bridges = (
-        {b.index: bridge_blob.submit(quoted, b, exports[b.index]) for b in batches}  # type: ignore[call-overload]
-        if ctx.bridged
-        else {}
+    # each batch: export → bridge (only when the two sides use different storage) → import → verify, every step
+    # submitted with the value of the one before it once that finished (tasks/chains.py says why)
+    chains = run_chains(
+        batches,
+        [
+            lambda b, done: export_batch.submit(quoted, b),  # type: ignore[call-overload]
+            lambda b, done: bridge_blob.submit(quoted, b, done[0]) if ctx.bridged else None,  # type: ignore[call-overload]
+            lambda b, done: import_batch.submit(quoted, b, done[0]),  # type: ignore[call-overload]
+            lambda b, done: verify_batch.submit(quoted, b, done[0], done[2]),  # type: ignore[call-overload]
+        ],
     )
-    imports = {
-        b.index: import_batch.submit(  # type: ignore[call-overload]
-            quoted, b, exports[b.index], wait_for=[bridges[b.index]] if b.index in bridges else None
-        )
-        for b in batches
-    }
-    verifies = {
-        b.index: verify_batch.submit(quoted, b, exports[b.index], imports[b.index])  # type: ignore[call-overload]
-        for b in batches
-    }
 
     verified, runs, failures, blobs = {}, {}, [], []
-    for b in batches:
-        # a step without a future (no bridge between shared storage) gives None, like one that never ran
-        chain: list[Any] = [
-            _outcome(f[b.index]) if b.index in f else None for f in (exports, bridges, imports, verifies)
-        ]
-        export, _, imported, outcome = chain
+    for b, chain in zip(batches, chains, strict=True):
+        export, _, imported, outcome = chain  # a step that did not apply or never ran reads None
         runs[b.index] = (getattr(export, "name", ""), getattr(imported, "name", ""))
         if getattr(export, "blob", None):
             blobs.append(export.blob)
@@ -221,7 +221,7 @@ def run_export(
         raise ConfigError(f"route '{request.route.name}' has no source to export from")
     ctx = plan_transfer(request)
     label_run(ctx)
-    with _holding_route(ctx, take_route_lock, lock_wait_seconds):
+    with _holding_route(ctx, take_route_lock, lock_wait_seconds), _task_runs_untagged():
         return _export(ctx, request)
 
 
@@ -298,14 +298,6 @@ def transfer_preflight(request: TransferRequest) -> PreflightReport:
     if ctx.sync is not None:
         publish_plan(ctx, ctx.sync, dry_run=True)
     return PreflightReport(checks, ctx.sync)
-
-
-def _outcome(future: Any) -> Any:
-    """A step's value, or its exception; a step that never ran (upstream failed) gives None."""
-    try:
-        return future.result(raise_on_failure=False)
-    except UnfinishedRun:
-        return None
 
 
 def _why(error: object) -> str:

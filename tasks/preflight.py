@@ -61,8 +61,10 @@ def check_artifacts(ctx: TransferContext) -> list[Check]:
     azure = clients.shared()
     refs = [ArtifactRef.parse(a) for a in ctx.plan.artifacts]
     # a repository asked for many tags is read from its tag listing (100 tags a request), not a HEAD per tag
+    in_source = azure.digests(ctx.source, refs)
     in_target = azure.digests(ctx.target, refs) if ctx.has_target else None
-    checks = preflight.check_artifacts(ctx, azure.digests(ctx.source, refs), in_target)
+    in_source.prefetch(*([in_target] if in_target is not None else []))  # every listing at once, both sides
+    checks = preflight.check_artifacts(ctx, in_source, in_target)
     for c in checks:
         get_run_logger().info("%s", c.line)
     return checks

@@ -7,6 +7,7 @@ from uuid import UUID
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.events import emit_event
 from prefect.runtime import flow_run
@@ -79,7 +80,7 @@ def label_run(ctx: TransferContext) -> None:
     bookkeeping(rename, "name this flow run after its transfer")
 
 
-@task(name="publish-result")
+@task(name="publish-result", cache_policy=NO_CACHE)
 def publish_result(ctx: TransferContext, result: TransferResult) -> TransferResult:
     """Table + markdown artifacts (keyed per route) and the final event (``acr.transfer.imported`` or
     ``acr.transfer.failed``)."""
@@ -120,7 +121,7 @@ def publish_result(ctx: TransferContext, result: TransferResult) -> TransferResu
     return result
 
 
-@task(name="publish-preflight-failure")
+@task(name="publish-preflight-failure", cache_policy=NO_CACHE)
 def publish_preflight_failure(ctx: TransferContext, checks: list[Check]) -> None:
     """The ✓/✗ list of a failed preflight as an artifact, and an ``acr.transfer.failed`` event: nothing was
     created, and the run's page says why."""
@@ -144,7 +145,7 @@ def publish_preflight_failure(ctx: TransferContext, checks: list[Check]) -> None
     emit(ctx, EventName.FAILED, [], stage="preflight", failures=[redact(c.line) for c in failed])
 
 
-@task(name="publish-exported-blobs")
+@task(name="publish-exported-blobs", cache_policy=NO_CACHE)
 def publish_exported_blobs(ctx: TransferContext, exported: list[ExportedBlob]) -> list[ExportedBlob]:
     """What an air-gap operator carries to the other side: each blob, its catalog digest and its artifacts."""
     bookkeeping(lambda: _export_table(ctx, exported), "publish the exported blobs", retries=True)
@@ -169,7 +170,7 @@ def _export_table(ctx: TransferContext, exported: list[ExportedBlob]) -> object:
     )
 
 
-@task(name="publish-plan")
+@task(name="publish-plan", cache_policy=NO_CACHE)
 def publish_plan(ctx: TransferContext, plan: SyncPlan, dry_run: bool = False) -> SyncPlan:
     """What a select: route's transfer sends and skips, and why, as a markdown artifact (``plan-<route>``)."""
     head = "dry run: nothing created" if dry_run else "nothing to send: no run created" if not plan.send else "plan"
@@ -194,7 +195,7 @@ def publish_plan(ctx: TransferContext, plan: SyncPlan, dry_run: bool = False) ->
     return plan
 
 
-@task(name="clean-up-blobs")
+@task(name="clean-up-blobs", cache_policy=NO_CACHE)
 def clean_up_blobs(ctx: TransferContext, blobs: list[str]) -> list[str]:
     """Delete the export-side blobs after a verified import (route policy), eight at a time; returns the ones
     deleted. A failure only warns: the blob stays, and is named."""

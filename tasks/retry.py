@@ -18,6 +18,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from prefect import get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
 from acr_transfer.context import TransferContext
@@ -47,6 +48,9 @@ def step_options() -> dict[str, Any]:
     """Task options shared by every step that talks to Azure."""
     settings = get_settings()
     return {
+        # never cached: a step's effects are in Azure, and its idempotence is our names'. Prefect's default
+        # policy would hash the inputs of every task run (a 2,500-artifact route's context, 150 times)
+        "cache_policy": NO_CACHE,
         "retries": settings.task_retries,
         "retry_delay_seconds": exponential_backoff(backoff_factor=settings.retry_base_seconds)
         if settings.retry_base_seconds > 0

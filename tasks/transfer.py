@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from acr_transfer import steps
@@ -32,7 +33,7 @@ from tasks.retry import outlasting, resume_command, step_options
 T = TypeVar("T")
 
 
-@task(name="plan-transfer")
+@task(name="plan-transfer", cache_policy=NO_CACHE)
 def plan_transfer(request: TransferRequest) -> TransferContext:
     """Normalise and batch the artifacts and derive every name from the transfer id.
 
@@ -182,7 +183,9 @@ def _compare_digests(ctx: TransferContext, results: list[steps.ArtifactResult]) 
     azure = clients.shared()
     refs = [ArtifactRef.parse(r.artifact) for r in results]
     # a batch's tags of one repository come from its tag listing (100 a request), not a HEAD each per side
-    results, notes = steps.compare_digests(results, azure.digests(ctx.source, refs), azure.digests(ctx.target, refs))
+    in_source, in_target = azure.digests(ctx.source, refs), azure.digests(ctx.target, refs)
+    in_source.prefetch(in_target)  # both sides' listings at once
+    results, notes = steps.compare_digests(results, in_source, in_target)
     for note in notes:
         log.warning("%s", note)
     return results
@@ -199,7 +202,7 @@ def verify_batch(ctx: TransferContext, batch: BatchPlan, export_run: RunState, i
     return results
 
 
-@task(name="plan-import")
+@task(name="plan-import", cache_policy=NO_CACHE)
 def plan_import(request: ImportRequest) -> TransferContext:
     """Plan the import of one blob; the id is derived from pipeline and blob, so a repeated event or a retry
     finds the import it already started."""

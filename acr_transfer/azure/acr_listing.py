@@ -25,10 +25,12 @@ benchmarks. Reading the answers (times, ``Link``, descriptors) is ``registry_jso
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
 
@@ -518,6 +520,17 @@ class DigestLookup:
                 return table.get(reference)
         return self.listing.plane.manifest_digest(self.login_server, repo, reference)
 
+    def prefetch(self, *others: DigestLookup, threads: int = 8) -> None:
+        """List every repository this lookup (and ``others``) will read from a listing, ``threads`` at a time,
+        instead of one after another as their first artifacts are asked for. Best effort: a listing that fails
+        here is tried again, and its error raised, when an artifact of it is asked for."""
+        jobs = [(lookup, repo) for lookup in (self, *others) for repo in lookup._wanted]
+        if len(jobs) < 2:
+            return
+        with ThreadPoolExecutor(min(threads, len(jobs)), thread_name_prefix="acr-listing") as pool:
+            for _ in pool.map(lambda job: _quietly(job[0]._table, job[1]), jobs):
+                pass
+
     def _table(self, repo: str) -> dict[str, str | None] | None:
         with self._locks[repo]:
             if repo not in self._listed:
@@ -529,3 +542,8 @@ class DigestLookup:
                 except (AuthError, RequestRejectedError):
                     self._listed[repo] = None  # may pull but not list: read tag by tag, which says what is wrong
             return self._listed[repo]
+
+
+def _quietly(read: Callable[[str], object], repo: str) -> None:
+    with contextlib.suppress(Exception):
+        read(repo)
