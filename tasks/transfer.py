@@ -182,10 +182,14 @@ def _compare_digests(ctx: TransferContext, results: list[steps.ArtifactResult]) 
     log = get_run_logger()
     azure = clients.shared()
     refs = [ArtifactRef.parse(r.artifact) for r in results]
-    # a batch's tags of one repository come from its tag listing (100 a request), not a HEAD each per side
-    in_source, in_target = azure.digests(ctx.source, refs), azure.digests(ctx.target, refs)
+    # a batch's tags of one repository come from its tag listing (100 a request), not a HEAD each per side; the
+    # source's listings are read once for all the transfer's batches (a digest that differs is read again)
+    everything = [ArtifactRef.parse(a) for a in ctx.plan.artifacts]
+    in_source = azure.snapshot_digests(f"{ctx.transfer_id}/source", ctx.source, everything)
+    in_target = azure.digests(ctx.target, refs)
     in_source.prefetch(in_target)  # both sides' listings at once
-    results, notes = steps.compare_digests(results, in_source, in_target)
+    fresh = azure.digests(ctx.source, refs)
+    results, notes = steps.compare_digests(results, in_source, in_target, fresh_source=fresh)
     for note in notes:
         log.warning("%s", note)
     return results

@@ -26,6 +26,8 @@ from acr_transfer.refs import ArtifactRef
 from acr_transfer.settings import Settings
 from acr_transfer.watcher import RunWatcher
 
+SNAPSHOTS = 16  # transfers whose source listings a holder keeps (a sync runs up to max_concurrent at once)
+
 
 class AzureClients:
     """Every adapter a worker process shares (see the module docstring).
@@ -52,6 +54,7 @@ class AzureClients:
         self._on_close = on_close
         self._lock = threading.Lock()
         self._login_servers: dict[str, str] = {}
+        self._snapshots: dict[str, DigestLookup] = {}  # snapshot_digests: key → lookup, oldest first
 
     @cached_property
     def read_pacer(self) -> ReadPacer:
@@ -93,6 +96,20 @@ class AzureClients:
         """``(repo, reference) → digest | None`` on ``registry`` for these artifacts, in as few requests as it can
         (``DigestLookup``: tag listings for repositories asked for many tags)."""
         return DigestLookup(self.listing, self.login_server(registry), refs)
+
+    def snapshot_digests(self, key: str, registry: RegistryAddress, refs: Iterable[ArtifactRef]) -> DigestLookup:
+        """One :meth:`digests` lookup kept under ``key`` (a transfer id and side) for all of ``refs``: each
+        repository of them is listed once, however many of the transfer's batches ask. The holder keeps the
+        last ``SNAPSHOTS``."""
+        with self._lock:
+            lookup = self._snapshots.get(key)
+        if lookup is None:
+            lookup = self.digests(registry, refs)
+            with self._lock:
+                lookup = self._snapshots.setdefault(key, lookup)
+                while len(self._snapshots) > SNAPSHOTS:
+                    self._snapshots.pop(next(iter(self._snapshots)))
+        return lookup
 
     def login_server(self, registry: RegistryAddress) -> str:
         """A registry's login server, read through ARM once per holder."""

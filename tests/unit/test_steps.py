@@ -521,6 +521,17 @@ def test_compare_digests_mismatch_names_both_digests() -> None:
     assert info.value.message == f"digests differ between source and target: a:v1: source {DIGEST_A}, target {DIGEST_B}"
 
 
+def test_compare_digests_a_snapshot_that_predates_a_push_is_read_again_before_a_mismatch() -> None:
+    snapshot, target = reader({"a:v1": DIGEST_A, "b:v1": DIGEST_B}), reader({"a:v1": DIGEST_B, "b:v1": DIGEST_B})
+    asked: list[str] = []
+    fresh = reader({"a:v1": DIGEST_B}, asked)  # a:v1 was pushed again after the snapshot, and exported so
+    out, _ = steps.compare_digests([verified("a:v1"), verified("b:v1")], snapshot, target, fresh_source=fresh)
+    assert [r.digest for r in out] == [DIGEST_B, DIGEST_B]
+    assert asked == ["a:v1"]  # only the one that differed
+    with pytest.raises(VerificationError, match=f"a:v1: source {DIGEST_A}, target {DIGEST_B}"):
+        steps.compare_digests([verified("a:v1")], snapshot, target, fresh_source=reader({"a:v1": DIGEST_A}))
+
+
 def test_compare_digests_target_missing_names_the_artifact() -> None:
     with pytest.raises(VerificationError, match=r"not found in the target registry: b:v1$"):
         steps.compare_digests(
