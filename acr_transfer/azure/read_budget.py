@@ -40,6 +40,7 @@ class _Bucket:
     stamp: float
     paused_until: float = 0.0
     leased: int = 0
+    in_flight: int = 0  # reads this process sent that have not been answered yet
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -120,6 +121,7 @@ class ReadPacer:
                     delay = b.paused_until - now
                 elif b.tokens - 1 >= self.reserve - 1e-9:
                     b.tokens -= 1
+                    b.in_flight += 1
                     need_lease = self.lease is not None and b.leased <= 0
                     if self.lease is not None and not need_lease:
                         b.leased -= 1
@@ -142,19 +144,30 @@ class ReadPacer:
         return waited
 
     def observe(self, subscription: str, status: int, headers: Any) -> None:
-        """Correct the model from a response: ARM's remaining count, and a 429's Retry-After."""
+        """Correct the model from a response: ARM's remaining count, and a 429's Retry-After.
+
+        ARM's count may not include this process's other reads still in flight, so they are taken off it: taking
+        the count as it is handed them back, and a burst of reads from two workers once met a 429.
+        """
         b = self._bucket(subscription)
         remaining = headers.get(REMAINING) if headers is not None else None
         with b.lock:
             now = self.clock()
             self._refill(b, now)
+            b.in_flight = max(0, b.in_flight - 1)
             if remaining is not None and str(remaining).isdigit():
-                b.tokens = min(self.burst, float(remaining))
+                b.tokens = min(self.burst, float(remaining) - b.in_flight)
             if status == 429:
                 self.stats.throttled += 1
                 retry = retry_after_from_headers(headers) or 1.0
                 b.paused_until = max(b.paused_until, now + retry)
                 b.tokens = 0.0
+
+    def abandon(self, subscription: str) -> None:
+        """A read that got no answer (a dropped connection) is no longer in flight."""
+        b = self._bucket(subscription)
+        with b.lock:
+            b.in_flight = max(0, b.in_flight - 1)
 
     def remaining(self, subscription: str) -> int:
         """The model's reads left for ``subscription`` now (what the watcher's poll interval adapts to)."""
@@ -184,3 +197,8 @@ class ReadBudgetPolicy(SansIOHTTPPolicy):
         http = request.http_request
         if http.method == "GET" and (sub := subscription_of(http.url)):
             self.pacer.observe(sub, response.http_response.status_code, response.http_response.headers)
+
+    def on_exception(self, request: PipelineRequest) -> None:
+        http = request.http_request
+        if http.method == "GET" and (sub := subscription_of(http.url)):
+            self.pacer.abandon(sub)

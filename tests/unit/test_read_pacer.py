@@ -46,6 +46,19 @@ def test_the_header_is_the_truth_other_workers_spend_too() -> None:
     assert p.remaining(SUB) <= 26
 
 
+def test_reads_still_in_flight_are_taken_off_the_header_not_handed_back() -> None:
+    clock = Clock()
+    p = pacer(clock)
+    for _ in range(10):  # ten reads sent, none answered yet
+        p.take(SUB)
+    p.observe(SUB, 200, {REMAINING: "40"})  # the first answer: ARM may not have counted the other nine
+    assert p.remaining(SUB) == 31
+    assert sum(p.take(SUB) == 0 for _ in range(10)) == 6  # down to the reserve of 25, then paced
+    p.abandon(SUB)  # a read whose connection dropped is not in flight any more
+    p.observe(SUB, 200, {REMAINING: "40"})
+    assert p.remaining(SUB) == 40 - 17  # 9 + 10 sent, one answered, one dropped: 17 still out
+
+
 def test_a_429_pauses_the_subscription_for_its_retry_after() -> None:
     clock = Clock()
     p = pacer(clock)
