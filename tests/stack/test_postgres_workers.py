@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -111,11 +112,18 @@ def test_two_workers_over_postgres_share_one_arm_read_budget(pg_stack: Stack) ->
     assert pg_stack.database is not None
     listed = pg_stack.database.query("SELECT id FROM flow_run WHERE state_type = 'COMPLETED';").split()
     assert set(ids) <= set(listed)
-    verified = {
-        log["flow_run_id"]
-        for log in logs_of(api, ids)
-        if re.search(r"transfer \w+ complete: 1 artifacts verified", log["message"])
-    }
+    # a flow run's last log lines reach the server after its final state (its process ships them in batches
+    # every 2 s, and at exit): read them until every run's "verified" line is there, for a while
+    deadline = time.monotonic() + 30
+    while True:
+        verified = {
+            log["flow_run_id"]
+            for log in logs_of(api, ids)
+            if re.search(r"transfer \w+ complete: 1 artifacts verified", log["message"])
+        }
+        if verified == set(ids) or time.monotonic() > deadline:
+            break
+        time.sleep(1)
     assert verified == set(ids), f"not verified: {sorted(set(ids) - verified)}"
     imports = {r["name"]: r["status"] for r in standin.runs() if r["registry"] == "targetregistry"}
     for run in finished:
