@@ -27,7 +27,7 @@ from acr_transfer.sas import SasToken, sas_problems
 from acr_transfer.secret_access import fix_for, grant_for, why_not
 from acr_transfer.sync import SendReason
 
-PARALLEL_READS = 8  # storage and registry reads preflight makes at once (blob names, artifacts)
+PARALLEL_READS = 8  # reads preflight makes at once (blob names, artifacts, the transfer's own export runs)
 
 
 @dataclass(frozen=True)

@@ -31,11 +31,11 @@ from acr_transfer.errors import (
 )
 from acr_transfer.naming import BatchPlan
 from acr_transfer.ports import Blobs, PipelineRuns, Secrets
+from acr_transfer.preflight import PARALLEL_READS
 from acr_transfer.refs import ArtifactRef
 from acr_transfer.sas import SasToken
 
 MAX_ATTEMPTS = 20
-PARALLEL_READS = 8  # ARM reads of a transfer's own runs made at once (paced by the read budget all the same)
 
 
 def attempts(arm: PipelineRuns, registry: RegistryAddress, namer: Callable[[int], str]) -> list[RunState]:

@@ -12,7 +12,6 @@ progress artifact's creation, and the run's first read waited behind it.
 
 from __future__ import annotations
 
-import atexit
 import contextvars
 import threading
 import time
@@ -164,10 +163,11 @@ _backlog: Backlog | None = None
 
 
 def backlog() -> Backlog:
-    """This process's backlog, started on first use; what it still holds at exit gets up to 10 s to go out."""
+    """This process's backlog, started on first use. What it still holds when the process ends is sent first:
+    Python joins a thread pool's threads at exit (each call is tried once, so a server that is down costs little).
+    """
     global _backlog
     with _lock:
         if _backlog is None:
             _backlog = Backlog()
-            atexit.register(_backlog.drain, 10.0)
         return _backlog

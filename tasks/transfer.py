@@ -184,7 +184,7 @@ def _compare_digests(ctx: TransferContext, results: list[steps.ArtifactResult]) 
     refs = [ArtifactRef.parse(r.artifact) for r in results]
     # a batch's tags of one repository come from its tag listing (100 a request), not a HEAD each per side; the
     # source's listings are read once for all the transfer's batches (a digest that differs is read again)
-    everything = [ArtifactRef.parse(a) for a in ctx.plan.artifacts]
+    everything = (ArtifactRef.parse(a) for a in ctx.plan.artifacts)  # parsed only by the batch that makes it
     in_source = azure.snapshot_digests(f"{ctx.transfer_id}/source", ctx.source, everything)
     in_target = azure.digests(ctx.target, refs)
     in_source.prefetch(in_target)  # both sides' listings at once

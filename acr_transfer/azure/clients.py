@@ -99,8 +99,9 @@ class AzureClients:
 
     def snapshot_digests(self, key: str, registry: RegistryAddress, refs: Iterable[ArtifactRef]) -> DigestLookup:
         """One :meth:`digests` lookup kept under ``key`` (a transfer id and side) for all of ``refs``: each
-        repository of them is listed once, however many of the transfer's batches ask. The holder keeps the
-        last ``SNAPSHOTS``."""
+        repository of them is listed once, however many of the transfer's batches ask. ``refs`` is read only
+        when the lookup is made (a generator costs the later callers nothing). The holder keeps the last
+        ``SNAPSHOTS``."""
         with self._lock:
             lookup = self._snapshots.get(key)
         if lookup is None:
