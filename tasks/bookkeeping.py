@@ -3,7 +3,9 @@
 Azure completes a transfer whether or not the Prefect server heard of its progress, so a failed bookkeeping
 call is one warning (per kind of call, at most a minute apart) and the step goes on. Progress updates are tried
 once (:func:`quick`: no client retries, whose backoff would hold the step for half a minute per call); what a
-person must see at the end (the summary) keeps the client's retries first.
+person must see at the end (the summary), and the route lock's calls, are retried at short intervals first
+(:func:`patiently`): the client's own retries wait 2 s before the first, and on SQLite a write that meets
+another writer is answered 503 at once, clearing milliseconds later.
 
 Progress that nothing waits for goes through :class:`Backlog`: a few background threads make those calls, in
 order per key, so a step is never held by a slow Prefect server — a busy server once took seconds to answer a
@@ -25,6 +27,10 @@ from acr_transfer.errors import redact, shown
 
 T = TypeVar("T")
 WARN_EVERY_SECONDS = 60
+PATIENCE_SECONDS = 60.0  # how long :func:`patiently` retries: about what the client's own five retries take
+FIRST_RETRY_SECONDS = 0.05  # then doubling, up to LONGEST_RETRY_SECONDS
+LONGEST_RETRY_SECONDS = 2.0
+RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 _warned: dict[str, float] = {}
 _lock = threading.Lock()
 
@@ -56,17 +62,56 @@ def quick() -> Iterator[None]:
         yield
 
 
+def retry_delay(error: BaseException) -> float | None:
+    """How long to wait before trying a Prefect API call again after ``error`` (its Retry-After, when it gave
+    one, else 0); None when trying again cannot help (a 4xx that is not 408/429, or not an HTTP failure)."""
+    import httpx
+
+    from acr_transfer.errors import retry_after_seconds
+
+    if isinstance(error, httpx.HTTPStatusError):
+        if error.response.status_code not in RETRYABLE_STATUSES:
+            return None
+        return retry_after_seconds(error.response.headers.get("Retry-After")) or 0.0
+    return 0.0 if isinstance(error, httpx.TransportError) else None
+
+
+def patiently(call: Callable[[], T], within: float = PATIENCE_SECONDS) -> T:
+    """Make a Prefect API call, trying again at short intervals while the server says "later" (408, 429, 5xx)
+    or the connection fails, for up to ``within`` seconds; then (or on any other error) raise the last error.
+
+    The intervals start at 50 ms and double up to 2 s (a Retry-After is honoured), where the client's own
+    retries wait 2, 4, 8… s: on SQLite a write that met another writer's lock is answered 503 at once and would
+    go through milliseconds later, and a route lock taken or released 2 s late holds up the transfer by as much.
+    """
+    give_up = time.monotonic() + within
+    delay = FIRST_RETRY_SECONDS
+    while True:
+        try:
+            with quick():
+                return call()
+        except Exception as e:
+            wait = retry_delay(e)
+            if wait is None:
+                raise
+            wait = max(wait, delay)
+            if time.monotonic() + wait > give_up:
+                raise
+            time.sleep(wait)
+            delay = min(delay * 2, LONGEST_RETRY_SECONDS)
+
+
 def bookkeeping(call: Callable[[], T], what: str, *, retries: bool = False) -> T | None:
     """Run one of our Prefect API calls; on failure, warn (once a minute per ``what``) and return None.
 
     Args:
         call: the call, without arguments.
         what: names it in the warning (``"update progress"``).
-        retries: keep the Prefect client's retries (for what must reach the server, like the final summary).
+        retries: try again for a while (:func:`patiently`), for what must reach the server, like the summary.
     """
     try:
         if retries:
-            return call()
+            return patiently(call)
         with quick():
             return call()
     except Exception as e:

@@ -32,7 +32,7 @@ import httpx
 
 from acr_transfer.errors import retry_after_seconds
 from acr_transfer.settings import Settings
-from tasks.bookkeeping import quick
+from tasks.bookkeeping import PATIENCE_SECONDS, RETRYABLE_STATUSES, patiently, quick
 
 log = logging.getLogger("acr_transfer.budget")
 LEASE_SECONDS = 120  # Prefect takes 60 s at least
@@ -49,22 +49,21 @@ def route_lock_name(route: str) -> str:
     return f"acr-transfer-route-{route}"
 
 
-def ensure_limit(name: str, limit: int, per_second: float | None = None) -> bool:
+def ensure_limit(name: str, limit: int, per_second: float | None = None, api: PrefectApi | None = None) -> bool:
     """Create a Prefect global concurrency limit (or rate limit, with ``per_second``) when missing.
 
     Returns True when it was created now. Idempotent, and safe when two processes race to create it.
     """
-    from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
     from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
-    with get_client(sync_client=True) as client:
+    with _api(api) as client:
         try:
-            client.read_global_concurrency_limit_by_name(name)
+            client().read_global_concurrency_limit_by_name(name)
             return False
         except ObjectNotFound:
             try:
-                client.create_global_concurrency_limit(
+                client().create_global_concurrency_limit(
                     GlobalConcurrencyLimitCreate(name=name, limit=limit, slot_decay_per_second=per_second or 0.0)
                 )
             except ObjectAlreadyExists:
@@ -80,16 +79,28 @@ def ensure_read_budget(subscription: str, settings: Settings) -> str:
     return name
 
 
-def active_slots(name: str) -> int:
+def active_slots(name: str, api: PrefectApi | None = None) -> int:
     """Slots currently held on a concurrency limit (0 when it does not exist)."""
-    from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound
 
-    with get_client(sync_client=True) as client:
+    with _api(api) as client:
         try:
-            return int(client.read_global_concurrency_limit_by_name(name).active_slots)
+            return int(client().read_global_concurrency_limit_by_name(name).active_slots)
         except ObjectNotFound:
             return 0
+
+
+@contextmanager
+def _api(api: PrefectApi | None) -> Iterator[PrefectApi]:
+    """``api``, or one of its own for the block."""
+    if api is not None:
+        yield api
+        return
+    own = PrefectApi()
+    try:
+        yield own
+    finally:
+        own.close()
 
 
 def _retry_after(response: httpx.Response, default: float) -> float:
@@ -99,21 +110,30 @@ def _retry_after(response: httpx.Response, default: float) -> float:
 
 
 class PrefectApi:
-    """One sync Prefect API client, opened on first use and shared by every thread (httpx is thread-safe)."""
+    """One sync Prefect API client, opened on first use and shared by every thread (httpx is thread-safe).
 
-    def __init__(self) -> None:
+    ``api().<method>(...)`` makes the call :func:`~tasks.bookkeeping.patiently`: retried at short intervals
+    while the server says "later", for up to ``patience`` seconds (a route lock taken or released on the
+    client's 2-s backoff holds a transfer up by as much); :meth:`client` is the client itself.
+    """
+
+    def __init__(self, patience: float = PATIENCE_SECONDS) -> None:
+        self.patience = patience
         self._client: Any = None
         self._lock = threading.Lock()
 
-    def __call__(self) -> Any:
+    def client(self) -> Any:
         with self._lock:
             if self._client is None:
                 from prefect.client.orchestration import get_client
 
-                client = get_client(sync_client=True)
+                client = get_client(sync_client=True, httpx_settings={"event_hooks": {"response": [_last_try]}})
                 client.__enter__()
                 self._client = client
             return self._client
+
+    def __call__(self) -> Any:
+        return _Patient(self.client(), self.patience)
 
     def close(self) -> None:
         with self._lock:
@@ -121,6 +141,36 @@ class PrefectApi:
         if client is not None:
             with contextlib.suppress(Exception):
                 client.__exit__(None, None, None)
+
+
+def _last_try(response: httpx.Response) -> None:
+    """A "later" answer to a call tried once (:func:`~tasks.bookkeeping.quick`) is returned at once.
+
+    Prefect 3.9's client sleeps its backoff (2 s for the first) after a 408/429/502/503 even when no retry
+    follows — with ``PREFECT_CLIENT_MAX_RETRIES=0`` too — unless the answer carries a Retry-After. So a call
+    tried once that met SQLite's momentary 503 came back 2 s late; :func:`~tasks.bookkeeping.patiently` does the
+    waiting instead. Calls with the client's own retries are left as they are.
+    """
+    from prefect.settings import PREFECT_CLIENT_MAX_RETRIES
+
+    later = response.status_code in RETRYABLE_STATUSES and "Retry-After" not in response.headers
+    if later and PREFECT_CLIENT_MAX_RETRIES.value() == 0:
+        response.headers["Retry-After"] = "0"
+
+
+class _Patient:
+    """A Prefect client whose method calls go through :func:`~tasks.bookkeeping.patiently`."""
+
+    def __init__(self, client: Any, patience: float) -> None:
+        self._client, self._patience = client, patience
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._client, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return patiently(lambda: method(*args, **kwargs), self._patience)
+
+        return call
 
 
 @dataclass(frozen=True)
@@ -214,7 +264,7 @@ class RouteLock:
         Raises:
             RouteLockTimeout: a live transfer held it for longer than ``wait_seconds``; names that transfer.
         """
-        ensure_limit(self.name, 1)
+        ensure_limit(self.name, 1, api=self.api)
         started = time.monotonic()
         unrecorded_since: float | None = None
         while True:
@@ -400,14 +450,11 @@ def live_holder(route: str, transfer_id: str | None = None) -> LockHolder | None
     """The transfer holding the route's lock, when a live one other than ``transfer_id`` does; None when the lock
     is free, unrecorded (stranded: the transfer that takes it next reclaims it), held by a flow run that has
     ended, or by ``transfer_id`` itself (which a re-run continues)."""
-    if active_slots(route_lock_name(route)) == 0:
-        return None
-    api = PrefectApi()
-    try:
+    with _api(None) as api:
+        if active_slots(route_lock_name(route), api) == 0:
+            return None
         holder = read_holder(route, api)
         return holder if holder is not None and holder_is_live(holder, api, None, transfer_id) else None
-    finally:
-        api.close()
 
 
 class ReadBudget:
@@ -438,7 +485,7 @@ class ReadBudget:
         while True:
             try:
                 with quick():  # tried once: the client's retries would hold the read for half a minute
-                    self.api().increment_concurrency_slots(names=[name], slots=reads, mode="rate_limit")
+                    self.api.client().increment_concurrency_slots(names=[name], slots=reads, mode="rate_limit")
                 return
             except PrefectHTTPStatusError as e:
                 if e.response.status_code == 423:

@@ -1,5 +1,6 @@
 """A route lock whose lease the Prefect server forgot (a restart with in-memory leases), on a real Prefect server:
-the holder takes it back, and releasing it while that take-back is in flight leaves the slot free."""
+the holder takes it back, and releasing it while that take-back is in flight leaves the slot free. A server that
+answers the lock's writes 503 for a moment (SQLite's writer lock) holds it up only for that moment."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ from typing import Any
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
+from prefect.settings import PREFECT_API_URL, temporary_settings
 
 import tasks.concurrency as concurrency
 from tasks.concurrency import PrefectApi, active_slots, holder_variable, read_holder, route_lock, route_lock_name
+from tests.support.prefect_proxy import PrefectProxy
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_server")]
 
@@ -84,3 +87,31 @@ def test_a_release_during_a_take_back_leaves_the_slot_free(monkeypatch: pytest.M
     with get_client(sync_client=True) as client:
         assert client.read_variable_by_name(holder_variable(route)) is None
     api.close()
+
+
+def test_a_momentarily_busy_server_delays_the_route_lock_by_milliseconds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On SQLite a write that meets another writer's lock is answered 503 at once and goes through a moment later.
+    The lock's calls are tried again at 50 ms, doubling; Prefect's client, which sleeps 2 s after such an answer
+    even when it will not retry, is never told to back off for seconds."""
+    proxy = PrefectProxy(str(PREFECT_API_URL.value()).removesuffix("/api"))
+    proxy.start()
+    told_to_sleep: list[float] = []
+    sleep = time.sleep
+    monkeypatch.setattr(time, "sleep", lambda s: (told_to_sleep.append(s), sleep(s)))
+    route = f"busy{uuid.uuid4().hex[:6]}"
+    try:
+        proxy.refuse_next(r"^/api/v2/concurrency_limits/increment-with-lease$", 2)
+        proxy.refuse_next(r"^/api/variables/name/", 2, method="DELETE")
+        with temporary_settings({PREFECT_API_URL: f"{proxy.url}/api"}), route_lock(route, transfer_id="busy") as lock:
+            assert lock._lease is not None
+            holder = read_holder(route, lock.api)
+            assert holder is not None and holder.transfer_id == "busy"
+    finally:
+        proxy.stop()
+    refused = dict(proxy.refused)
+    assert refused.pop("POST /api/v2/concurrency_limits/increment-with-lease") == 2
+    assert refused == {f"DELETE /api/variables/name/{holder_variable(route)}": 2}
+    assert active_slots(route_lock_name(route)) == 0  # taken and released, each after its 503s
+    with get_client(sync_client=True) as client:
+        assert client.read_variable_by_name(holder_variable(route)) is None
+    assert told_to_sleep and max(told_to_sleep) < 1, told_to_sleep

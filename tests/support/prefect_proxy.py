@@ -5,6 +5,7 @@
     proxy.refuse(r"^/api/artifacts", r"^/api/events/in$")
     ...
     proxy.refuse()                                     # answer everything again
+    proxy.refuse_next(r"^/api/variables/", 2)          # only the next two matching requests
     proxy.counts                                       # Counter of 'METHOD /api/path-pattern'
 
 HTTP requests are forwarded with httpx; websockets (Prefect's events stream ``/api/events/in`` and its
@@ -46,6 +47,7 @@ class PrefectProxy:
         self.counts: Counter[str] = Counter()
         self.refused: Counter[str] = Counter()
         self._rules: list[re.Pattern[str]] = []
+        self._next: list[list[Any]] = []  # [pattern, refusals left]
         self._lock = threading.Lock()
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -57,8 +59,18 @@ class PrefectProxy:
         with self._lock:
             self._rules = [re.compile(p) for p in patterns]
 
-    def _refuses(self, path: str) -> bool:
+    def refuse_next(self, pattern: str, times: int, method: str | None = None) -> None:
+        """Answer the next ``times`` requests whose path matches (and method, when given) with 503, then pass
+        them on: what a busy SQLite-backed server does to a write that met another writer's lock."""
         with self._lock:
+            self._next.append([re.compile(pattern), times, method])
+
+    def _refuses(self, path: str, method: str = "") -> bool:
+        with self._lock:
+            for rule in self._next:
+                if rule[1] > 0 and rule[0].search(path) and rule[2] in (None, method):
+                    rule[1] -= 1
+                    return True
             return any(r.search(path) for r in self._rules)
 
     def _count(self, method: str, path: str, refused: bool) -> None:
@@ -93,7 +105,7 @@ class PrefectProxy:
     # --- forwarding ------------------------------------------------------------------------------------
     async def _http(self, request: Request) -> Response:
         path = request.url.path
-        refused = self._refuses(path)
+        refused = self._refuses(path, request.method)
         self._count(request.method, path, refused)
         if refused:
             return JSONResponse({"detail": "Service Unavailable (injected by the test's proxy)"}, 503)
