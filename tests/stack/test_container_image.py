@@ -42,7 +42,8 @@ def _image_or_skip() -> None:
     if subprocess.run(["podman", "image", "exists", IMAGE], capture_output=True).returncode != 0:
         pytest.skip(f"image {IMAGE} was not built: run `make image` first (a few minutes; not part of make test)")
     label = '{{ index .Labels "io.acr-transfer.sources" }}'
-    built_from = subprocess.run(["podman", "image", "inspect", "--format", label, IMAGE], capture_output=True, text=True)
+    inspect = ["podman", "image", "inspect", "--format", label, IMAGE]
+    built_from = subprocess.run(inspect, capture_output=True, text=True)
     here = subprocess.run(["bash", str(ROOT / "deploy" / "image-sources.sh")], capture_output=True, text=True)
     if built_from.stdout.strip() != here.stdout.strip():
         pytest.skip(f"image {IMAGE} was built from other sources than this tree: run `make image` again")
