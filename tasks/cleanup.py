@@ -45,15 +45,24 @@ class AbandonedBlobs:
 
 
 class RunListings:
-    """Each registry's runs listed once, for the routes of one sync or cleanup (a list costs a read a page)."""
+    """Each registry's runs listed once, and each pipeline's container read once, for the routes of one sync or
+    cleanup (a list costs a read a page; routes often share their pipelines)."""
 
     def __init__(self) -> None:
         self._runs: dict[str, list[RunState]] = {}
+        self._containers: dict[tuple[str, str, str], str] = {}
 
     def __call__(self, registry: RegistryAddress) -> list[RunState]:
         if registry.id not in self._runs:
             self._runs[registry.id] = list(clients.shared().arm.list_runs(registry))
         return self._runs[registry.id]
+
+    def container(self, registry: RegistryAddress, kind: str, pipeline: str) -> str:
+        """The storage container URI of the registry's ``kind`` ("export"/"import") pipeline."""
+        key = (registry.id.lower(), kind, pipeline.lower())
+        if key not in self._containers:
+            self._containers[key] = clients.shared().arm.get_pipeline(registry, kind, pipeline).container_uri
+        return self._containers[key]
 
 
 def abandoned_blobs(
@@ -71,12 +80,12 @@ def abandoned_blobs(
     aws = clients.shared()
     allowed = settings.permitted_subscriptions()
     source = registry_address(rt.source.registry, settings.subscription_id, allowed)
-    containers = [aws.arm.get_pipeline(source, "export", rt.source.export_pipeline).container_uri]
+    containers = [listings.container(source, "export", rt.source.export_pipeline)]
     imports: list[RunState] = []
     if rt.target is not None:
         target = registry_address(rt.target.registry, settings.subscription_id, allowed)
         imports = listings(target)
-        into = aws.arm.get_pipeline(target, "import", rt.target.import_pipeline).container_uri
+        into = listings.container(target, "import", rt.target.import_pipeline)
         if into.rstrip("/") != containers[0].rstrip("/"):
             containers.append(into)  # a bridged route: the copy has the same name there
     found = abandoned_transfers(

@@ -23,6 +23,7 @@ from typing import Any
 from azure.core.rest import HttpRequest, HttpResponse
 
 from acr_transfer.azure.read_budget import ReadBudgetPolicy, ReadPacer
+from acr_transfer.azure.single_flight import SingleFlight
 from acr_transfer.errors import AcrTransferError, NotFoundError, classify, from_status, retry_after_from_headers
 from acr_transfer.settings import Settings, get_credential, get_settings
 
@@ -220,6 +221,7 @@ class RegistryArm:
         self._clients: dict[str, Any] = {}
         self._lock = threading.Lock()
         self.remaining_reads: int | None = None
+        self.flights = SingleFlight()  # concurrent reads of one pipeline share a request
 
     # --- plumbing --------------------------------------------------------------------------------------
     def _client(self, subscription: str) -> Any:
@@ -264,9 +266,10 @@ class RegistryArm:
         """
         collection = "exportPipelines" if kind == "export" else "importPipelines"
         what = f"{kind} pipeline '{name}' on registry '{registry.name}'"
+        path = registry.child(collection, name)
         try:
-            response = self._send(
-                registry.subscription, "GET", registry.child(collection, name), STORAGE_MODE_API, what
+            body = self.flights.do(
+                path.lower(), lambda: self._send(registry.subscription, "GET", path, STORAGE_MODE_API, what).json()
             )
         except NotFoundError as e:
             raise NotFoundError(
@@ -274,7 +277,7 @@ class RegistryArm:
                 code=e.code,
                 status=e.status,
             ) from None
-        return _pipeline_facts(response.json())
+        return _pipeline_facts(body)
 
     def login_server(self, registry: RegistryAddress) -> str:
         """The registry's data-plane host (``properties.loginServer``)."""

@@ -30,6 +30,7 @@ from azure.core.rest import HttpRequest, HttpResponse
 
 from acr_transfer.azure.keyvault import SecretRef
 from acr_transfer.azure.registry import RegistryArm
+from acr_transfer.azure.single_flight import SingleFlight
 from acr_transfer.errors import AcrTransferError, NotFoundError, classify, from_status, retry_after_from_headers
 
 VAULT_API = "2023-07-01"
@@ -84,6 +85,7 @@ class VaultAccessReader:
         self.arm = arm
         self._roles: dict[str, RoleGrant] = {}
         self._lock = threading.Lock()
+        self.flights = SingleFlight()  # concurrent preflights list the vaults, or read one's assignments, once
 
     def vault_access(self, subscription: str, secret_uri: str, principals: Sequence[str]) -> VaultAccessFacts:
         """The access model of the vault ``secret_uri`` lives in, and (RBAC) the role grants of ``principals``.
@@ -177,6 +179,9 @@ class VaultAccessReader:
         return self._send(subscription, HttpRequest("GET", url, params=params), what)
 
     def _send(self, subscription: str, request: HttpRequest, what: str) -> dict[str, Any]:
+        return self.flights.do(request.url, lambda: self._read(subscription, request, what))
+
+    def _read(self, subscription: str, request: HttpRequest, what: str) -> dict[str, Any]:
         try:
             response: HttpResponse = self.arm._client(subscription)._send_request(request)
         except AcrTransferError:
