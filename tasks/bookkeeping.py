@@ -15,6 +15,7 @@ progress artifact's creation, and the run's first read waited behind it.
 from __future__ import annotations
 
 import contextvars
+import random
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -80,7 +81,8 @@ def patiently(call: Callable[[], T], within: float = PATIENCE_SECONDS) -> T:
     """Make a Prefect API call, trying again at short intervals while the server says "later" (408, 429, 5xx)
     or the connection fails, for up to ``within`` seconds; then (or on any other error) raise the last error.
 
-    The intervals start at 50 ms and double up to 2 s (a Retry-After is honoured), where the client's own
+    The intervals start at 50 ms and double up to 2 s, each jittered to half to all of itself (a Retry-After is
+    honoured), where the client's own
     retries wait 2, 4, 8… s: on SQLite a write that met another writer's lock is answered 503 at once and would
     go through milliseconds later, and a route lock taken or released 2 s late holds up the transfer by as much.
     """
@@ -94,7 +96,8 @@ def patiently(call: Callable[[], T], within: float = PATIENCE_SECONDS) -> T:
             wait = retry_delay(e)
             if wait is None:
                 raise
-            wait = max(wait, delay)
+            # jittered (half to all of the interval), so callers that met one busy moment do not meet again
+            wait = max(wait, random.uniform(delay / 2, delay))
             if time.monotonic() + wait > give_up:
                 raise
             time.sleep(wait)

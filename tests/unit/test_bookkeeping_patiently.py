@@ -39,11 +39,13 @@ def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     return waited
 
 
-def test_a_503_is_tried_again_after_50_ms_then_100_ms(sleeps: list[float]) -> None:
-    call, seen = failing(answer(503), answer(503))
+def test_a_503_is_tried_again_after_50_ms_then_100_ms_jittered(sleeps: list[float]) -> None:
+    call, seen = failing(answer(503), answer(503), answer(503))
     assert patiently(call) == "ok"
-    assert sleeps == [0.05, 0.1]
-    assert seen == [0, 0, 0]  # each try without the client's own retries, whose first waits 2 s
+    assert len(sleeps) == 3
+    for slept, interval in zip(sleeps, (0.05, 0.1, 0.2), strict=True):
+        assert interval / 2 <= slept <= interval
+    assert seen == [0, 0, 0, 0]  # each try without the client's own retries, whose first waits 2 s
 
 
 def test_a_dropped_connection_is_tried_again(sleeps: list[float]) -> None:
@@ -75,8 +77,9 @@ def test_it_gives_up_after_its_patience_with_the_last_error(monkeypatch: pytest.
     with pytest.raises(httpx.HTTPStatusError):
         patiently(call, within=10)
     assert clock[0] - 1000 <= 10
-    # 50 ms doubling to 2 s: 0.05+0.1+0.2+0.4+0.8+1.6 = 3.15 s, then 2 s each until 10 s would pass
-    assert len(seen) == 10
+    # 50 ms doubling to 2 s, each interval jittered to half to all of itself: whole intervals put the tenth try
+    # at 0.05+0.1+0.2+0.4+0.8+1.6+2+2+2 = 9.15 s; half intervals put the fifteenth at 1.575 + 8 × 1 = 9.575 s
+    assert 10 <= len(seen) <= 15
 
 
 def test_other_errors_are_raised_at_once(sleeps: list[float]) -> None:
