@@ -235,22 +235,19 @@ def sync_route(route: str, routes_file: str | None) -> RouteOutcome | State:
         # continue the transfer an earlier (killed or failed) sync started, else start one: same names, so
         # nothing done is done again
         api = PrefectApi()
-        try:
-            planned_from = resume.planned_from(rt)
-            transfer_id = resume.unfinished(route, planned_from, api) or uuid.uuid4().hex[:12]
-            holder = live_holder(route, transfer_id)  # a lock whose holder is gone is reclaimed below
-            if holder is not None:
-                return _busy(route, holder)
-            request = TransferRequest(route=rt, transfer_id=transfer_id)
-            too_large = parameter_size_problem(request, parameter_limit())  # Prefect would refuse it with a 422
-            if too_large:
-                raise ConfigError(too_large)
-            resume.remember(route, transfer_id, planned_from, api)
-            completed, result = _run_outlasting_prefect(route, rt, lambda: _run_half(half, request, route))
-            if completed:
-                resume.forget(route, api)
-        finally:
-            api.close()
+        planned_from = resume.planned_from(rt)
+        transfer_id = resume.unfinished(route, planned_from, api) or uuid.uuid4().hex[:12]
+        holder = live_holder(route, transfer_id)  # a lock whose holder is gone is reclaimed below
+        if holder is not None:
+            return _busy(route, holder)
+        request = TransferRequest(route=rt, transfer_id=transfer_id)
+        too_large = parameter_size_problem(request, parameter_limit())  # Prefect would refuse it with a 422
+        if too_large:
+            raise ConfigError(too_large)
+        resume.remember(route, transfer_id, planned_from, api)
+        completed, result = _run_outlasting_prefect(route, rt, lambda: _run_half(half, request, route))
+        if completed:
+            resume.forget(route, api)
     except Exception as e:
         result = e
     if isinstance(result, RouteLockTimeout) and result.holder is not None:

@@ -155,11 +155,7 @@ def _publish(route: str, reports: list[AbandonedBlobs]) -> None:
 
 def _continued(rt: TransferRoute) -> set[str]:
     """Transfer ids of the route that are not abandoned: the one a sync will continue, and the lock's holder."""
-    api = PrefectApi()
-    try:
-        keep = {tid} if (tid := resume.unfinished(rt.name, resume.planned_from(rt), api)) else set()
-    finally:
-        api.close()
+    keep = {tid} if (tid := resume.unfinished(rt.name, resume.planned_from(rt), PrefectApi())) else set()
     try:
         holder = live_holder(rt.name)
     except Exception:  # bookkeeping: without the record, the holder's transfer is judged by its runs

@@ -27,7 +27,6 @@ def build(settings: Settings | None = None, credential: object | None = None) ->
         settings,
         credential if credential is not None else get_credential(),
         read_lease=budget.lease if budget is not None else None,
-        on_close=budget.close if budget is not None else None,
     )
 
 

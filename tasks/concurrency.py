@@ -33,7 +33,7 @@ import httpx
 
 from acr_transfer.errors import retry_after_seconds
 from acr_transfer.settings import Settings
-from tasks.bookkeeping import PATIENCE_SECONDS, RETRYABLE_STATUSES, patiently, quick
+from tasks.bookkeeping import RETRYABLE_STATUSES, patiently, quick
 
 log = logging.getLogger("acr_transfer.budget")
 LEASE_SECONDS = 120  # Prefect takes 60 s at least
@@ -58,17 +58,17 @@ def ensure_limit(name: str, limit: int, per_second: float | None = None, api: Pr
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
     from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
-    with _api(api) as client:
+    client = api or PrefectApi()
+    try:
+        client().read_global_concurrency_limit_by_name(name)
+        return False
+    except ObjectNotFound:
         try:
-            client().read_global_concurrency_limit_by_name(name)
+            client().create_global_concurrency_limit(
+                GlobalConcurrencyLimitCreate(name=name, limit=limit, slot_decay_per_second=per_second or 0.0)
+            )
+        except ObjectAlreadyExists:
             return False
-        except ObjectNotFound:
-            try:
-                client().create_global_concurrency_limit(
-                    GlobalConcurrencyLimitCreate(name=name, limit=limit, slot_decay_per_second=per_second or 0.0)
-                )
-            except ObjectAlreadyExists:
-                return False
     log.info("created Prefect concurrency limit %s (%s%s)", name, limit, f", {per_second}/s" if per_second else "")
     return True
 
@@ -84,17 +84,11 @@ def active_slots(name: str, api: PrefectApi | None = None) -> int:
     """Slots currently held on a concurrency limit (0 when it does not exist)."""
     from prefect.exceptions import ObjectNotFound
 
-    with _api(api) as client:
-        try:
-            return int(client().read_global_concurrency_limit_by_name(name).active_slots)
-        except ObjectNotFound:
-            return 0
-
-
-@contextmanager
-def _api(api: PrefectApi | None) -> Iterator[PrefectApi]:
-    """``api``, or the process's (nothing to close either way)."""
-    yield api or PrefectApi()
+    client = api or PrefectApi()
+    try:
+        return int(client().read_global_concurrency_limit_by_name(name).active_slots)
+    except ObjectNotFound:
+        return 0
 
 
 def _retry_after(response: httpx.Response, default: float) -> float:
@@ -108,21 +102,16 @@ class PrefectApi:
     for the API in use (:func:`_our_client`), shared by every thread (httpx is thread-safe).
 
     ``api().<method>(...)`` makes the call :func:`~tasks.bookkeeping.patiently`: retried at short intervals
-    while the server says "later", for up to ``patience`` seconds (a route lock taken or released on the
-    client's 2-s backoff holds a transfer up by as much); :meth:`client` is the client itself.
+    while the server says "later" (a route lock taken or released on the client's 2-s backoff holds a transfer
+    up by as much); :meth:`client` is the client itself. Nothing to close: the client is open until the process
+    exits.
     """
-
-    def __init__(self, patience: float = PATIENCE_SECONDS) -> None:
-        self.patience = patience
 
     def client(self) -> Any:
         return _our_client()
 
     def __call__(self) -> Any:
-        return _Patient(self.client(), self.patience)
-
-    def close(self) -> None:
-        """Nothing to close: the client is the process's, open until it exits."""
+        return _Patient(self.client())
 
 
 _clients: dict[str, Any] = {}
@@ -179,14 +168,14 @@ def _last_try(response: httpx.Response) -> None:
 class _Patient:
     """A Prefect client whose method calls go through :func:`~tasks.bookkeeping.patiently`."""
 
-    def __init__(self, client: Any, patience: float) -> None:
-        self._client, self._patience = client, patience
+    def __init__(self, client: Any) -> None:
+        self._client = client
 
     def __getattr__(self, name: str) -> Any:
         method = getattr(self._client, name)
 
         def call(*args: Any, **kwargs: Any) -> Any:
-            return patiently(lambda: method(*args, **kwargs), self._patience)
+            return patiently(lambda: method(*args, **kwargs))
 
         return call
 
@@ -267,7 +256,6 @@ class RouteLock:
     def __init__(self, route: str, transfer_id: str, flow_run_id: str | None, api: PrefectApi | None = None) -> None:
         self.route, self.transfer_id, self.flow_run_id = route, transfer_id, flow_run_id
         self.name = route_lock_name(route)
-        self._own_api = api is None
         self.api = api or PrefectApi()
         self._lease: str | None = None
         self._held = threading.Event()
@@ -396,8 +384,6 @@ class RouteLock:
         # a renewer tick in flight (a take-back after a lost lease) finishes first; none starts after this
         with self._turn:
             self._release()
-        if self._own_api:
-            self.api.close()
 
     def _release(self) -> None:
         from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
@@ -468,11 +454,11 @@ def live_holder(route: str, transfer_id: str | None = None) -> LockHolder | None
     """The transfer holding the route's lock, when a live one other than ``transfer_id`` does; None when the lock
     is free, unrecorded (stranded: the transfer that takes it next reclaims it), held by a flow run that has
     ended, or by ``transfer_id`` itself (which a re-run continues)."""
-    with _api(None) as api:
-        if active_slots(route_lock_name(route), api) == 0:
-            return None
-        holder = read_holder(route, api)
-        return holder if holder is not None and holder_is_live(holder, api, None, transfer_id) else None
+    api = PrefectApi()
+    if active_slots(route_lock_name(route), api) == 0:
+        return None
+    holder = read_holder(route, api)
+    return holder if holder is not None and holder_is_live(holder, api, None, transfer_id) else None
 
 
 class ReadBudget:
@@ -523,6 +509,3 @@ class ReadBudget:
         if time.monotonic() - self._last_warning > 60:
             self._last_warning = time.monotonic()
             log.warning("ARM read budget %s could not be counted (%s); reading anyway", name, why)
-
-    def close(self) -> None:
-        self.api.close()

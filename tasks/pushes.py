@@ -40,23 +40,20 @@ def collect_pushes(registry: str, since: datetime, until: datetime) -> list[List
     api = PrefectApi()
     pushes: list[ListedTag] = []
     by_digest = 0
-    try:
-        page = api().read_events(filter=only, limit=PAGE)
-        while True:
-            for event in page.events:
-                payload = event.payload or {}
-                repo, tag, digest = payload.get("repository"), payload.get("tag"), payload.get("digest")
-                if not (isinstance(repo, str) and is_repository(repo) and isinstance(digest, str)):
-                    continue
-                if not (isinstance(tag, str) and is_tag(tag)):
-                    by_digest += 1  # an untagged push (a referrer): it travels with its subject
-                    continue
-                pushes.append(ListedTag(repo, tag, digest, event.occurred, event.occurred))
-            if not page.next_page:
-                break
-            page = api().read_events_page(page.next_page)
-    finally:
-        api.close()
+    page = api().read_events(filter=only, limit=PAGE)
+    while True:
+        for event in page.events:
+            payload = event.payload or {}
+            repo, tag, digest = payload.get("repository"), payload.get("tag"), payload.get("digest")
+            if not (isinstance(repo, str) and is_repository(repo) and isinstance(digest, str)):
+                continue
+            if not (isinstance(tag, str) and is_tag(tag)):
+                by_digest += 1  # an untagged push (a referrer): it travels with its subject
+                continue
+            pushes.append(ListedTag(repo, tag, digest, event.occurred, event.occurred))
+        if not page.next_page:
+            break
+        page = api().read_events_page(page.next_page)
     found = latest_pushes(pushes)
     log.info(
         "%s push event(s) to %s between %s and %s: %s tag(s)%s",

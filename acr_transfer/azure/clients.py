@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from functools import cached_property
 from typing import Any
 
@@ -37,7 +37,6 @@ class AzureClients:
         credential: the identity (default: the settings' ``DefaultAzureCredential``).
         read_lease: optional cross-worker share of ARM's read budget, called for a chunk of reads at a time
             (``ReadPacer``'s ``lease``); without it, workers share ARM's own remaining-reads counter.
-        on_close: called once by :meth:`close` (e.g. to close the lease's own API client).
     """
 
     def __init__(
@@ -46,12 +45,10 @@ class AzureClients:
         credential: Any | None = None,
         *,
         read_lease: Lease | None = None,
-        on_close: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
         self.credential = credential if credential is not None else settings.credential()
         self._read_lease = read_lease
-        self._on_close = on_close
         self._lock = threading.Lock()
         self._login_servers: dict[str, str] = {}
         self._snapshots: dict[str, DigestLookup] = {}  # snapshot_digests: key → lookup, oldest first
@@ -124,7 +121,7 @@ class AzureClients:
         return known
 
     def close(self) -> None:
-        """Close what this holder opened (adapters created so far, the hook's resources); idempotent."""
+        """Close what this holder opened (adapters created so far); idempotent."""
         vault = self.__dict__.pop("vault", None)
         if vault is not None:
             with contextlib.suppress(Exception):
@@ -133,7 +130,3 @@ class AzureClients:
         if plane is not None:
             with contextlib.suppress(Exception):
                 plane.http.close()
-        on_close, self._on_close = self._on_close, None
-        if on_close is not None:
-            with contextlib.suppress(Exception):
-                on_close()

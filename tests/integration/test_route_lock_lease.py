@@ -86,7 +86,6 @@ def test_a_release_during_a_take_back_leaves_the_slot_free(monkeypatch: pytest.M
     assert active_slots(route_lock_name(route)) == 0
     with get_client(sync_client=True) as client:
         assert client.read_variable_by_name(holder_variable(route)) is None
-    api.close()
 
 
 def test_a_momentarily_busy_server_delays_the_route_lock_by_milliseconds(monkeypatch: pytest.MonkeyPatch) -> None:
